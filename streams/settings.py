@@ -1,0 +1,121 @@
+"""One Settings object for every command: defaults < environment (CORRIDOR_*) < flags.
+
+Built once at start-up and passed in; nothing reads the environment at import time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+PROFILES = ("kafka", "embedded")
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Kafka bootstrap URL(s), faust style: kafka://host:port[;kafka://host2:port].
+    broker: str = field(default="kafka://localhost:9092", metadata={"env": "CORRIDOR_BROKER"})
+    #: `kafka` (Apache Kafka, Faust defaults) or `embedded` (Tansu workarounds, see docs/broker.md).
+    profile: str = field(default="kafka", metadata={"env": "CORRIDOR_PROFILE"})
+    #: Faust app id = consumer group id and prefix of internal/changelog topics.
+    app_id: str = field(default="corridor", metadata={"env": "CORRIDOR_APP_ID"})
+    web_host: str = field(default="127.0.0.1", metadata={"env": "CORRIDOR_WEB_HOST"})
+    web_port: int = field(default=6066, metadata={"env": "CORRIDOR_WEB_PORT"})
+    topic_orders: str = field(default="orders", metadata={"env": "CORRIDOR_TOPIC_ORDERS"})
+    topic_shipments: str = field(default="shipments", metadata={"env": "CORRIDOR_TOPIC_SHIPMENTS"})
+    topic_customs: str = field(default="customs-events", metadata={"env": "CORRIDOR_TOPIC_CUSTOMS"})
+    #: Partition count of the input topics and of every internal/changelog topic (must all agree).
+    partitions: int = field(default=4, metadata={"env": "CORRIDOR_PARTITIONS"})
+    #: SLA policy file (TOML); empty = the shipped defaults (streams/sla_policy.toml).
+    sla_policy: str = field(default="", metadata={"env": "CORRIDOR_SLA_POLICY"})
+    #: While the latest event time is within this many seconds of the wall clock, an idle
+    #: stream's clock follows the wall clock.
+    live_lag_seconds: float = field(default=900.0, metadata={"env": "CORRIDOR_LIVE_LAG_SECONDS"})
+    #: Faust table store: memory:// or rocksdb://
+    store: str = field(default="memory://", metadata={"env": "CORRIDOR_STORE"})
+    #: Directory for Faust's local data (rocksdb files, app dir).
+    data_dir: str = field(default="corridor-data", metadata={"env": "CORRIDOR_DATA_DIR"})
+    #: At most this many events are kept in one shipment's timeline (the oldest non-milestone ones go).
+    timeline_max_events: int = field(default=100, metadata={"env": "CORRIDOR_TIMELINE_MAX_EVENTS"})
+    #: Values larger than this many bytes are rejected.
+    max_message_bytes: int = field(default=65536, metadata={"env": "CORRIDOR_MAX_MESSAGE_BYTES"})
+    log_level: str = field(default="info", metadata={"env": "CORRIDOR_LOG_LEVEL"})
+
+    # ---- derived names ---------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """host:port list for kafka-python / aiokafka clients."""
+        out = []
+        for part in self.broker.replace(",", ";").split(";"):
+            part = part.strip()
+            if "://" in part:
+                part = part.split("://", 1)[1]
+            if part:
+                out.append(part)
+        return out
+
+    @property
+    def topic_order_links(self) -> str:
+        """Internal: order_id -> shipment_id links, keyed by order_id (co-partitioned with orders)."""
+        return f"{self.app_id}-order-links"
+
+    @property
+    def topic_shipment_orders(self) -> str:
+        """Internal: order facts re-keyed by shipment_id (co-partitioned with shipments)."""
+        return f"{self.app_id}-shipment-orders"
+
+    @property
+    def input_topics(self) -> dict[str, str]:
+        """kind -> topic name for the three input topics."""
+        return {"orders": self.topic_orders, "shipments": self.topic_shipments,
+                "customs": self.topic_customs}
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> "Settings":
+        if self.profile not in PROFILES:
+            raise SettingsError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
+        if self.partitions < 1:
+            raise SettingsError(f"partitions must be >= 1, not {self.partitions}")
+        if not (0 < self.web_port < 65536):
+            raise SettingsError(f"web_port must be a TCP port, not {self.web_port}")
+        if not self.bootstrap_servers:
+            raise SettingsError(f"broker {self.broker!r} names no host:port")
+        if self.store.split("://")[0] not in ("memory", "rocksdb"):
+            raise SettingsError(f"store must be memory:// or rocksdb://, not {self.store!r}")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        """Defaults, then CORRIDOR_* variables, then non-None keyword overrides (flags)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            env = f.metadata.get("env")
+            if env and env in environ:
+                raw = environ[env]
+                try:
+                    values[f.name] = _coerce(f.type, raw)
+                except ValueError:
+                    raise SettingsError(f"{env}={raw!r} is not a valid {f.type}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).validate()
+
+
+def _coerce(typ: str, raw: str):
+    if typ == "int":
+        return int(raw)
+    if typ == "float":
+        return float(raw)
+    return raw
+
+
+def env_table() -> list[tuple[str, str, str]]:
+    """(env var, default, description) rows for the README's configuration reference."""
+    return [(f.metadata["env"], repr(f.default), f.name) for f in fields(Settings)]
