@@ -1,0 +1,4 @@
+"""python -m streams == the `corridor` command."""
+from .cli import main
+
+raise SystemExit(main())

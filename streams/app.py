@@ -1,0 +1,296 @@
+"""create_app(settings) -> faust.App: the only place that wires topics, tables, agents, views, metrics.
+
+Data flow (every topic and changelog has `settings.partitions` partitions, so Faust's assignor
+co-partitions all of them: partition p of every topic lives on the same worker):
+
+    orders (key order_id) ─┐                         ┌─> <app>-shipment-orders (key shipment_id)
+    <app>-order-links ─────┴─ agent join_orders ─────┘   order events re-keyed to their shipments
+        (key order_id)         table orders
+
+    shipments, customs-events, <app>-shipment-orders ── agent timelines ── table timelines
+        (key shipment_id)                                  │              table totals  "<p>|<corridor>"
+                                                           └─> <app>-order-links      table clock   "<p>"
+
+The per-corridor totals are keyed by source partition, so each partition's totals travel with it
+(changelog partition p) and a worker exports only the partitions it owns.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+
+import faust
+import orjson
+from faust.serializers import codecs
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from .codec import Decoder, Rejected
+from .domain import aggregate, orders as order_side, timeline
+from .domain.policy import SlaPolicy
+from .metrics import CorridorCollector, EventCounters
+from .settings import Settings
+from .topics import dlq_name
+
+log = logging.getLogger("corridor")
+
+CLOCK_PERSIST_SECONDS = 1.0      # the clock row is written at most this often per partition
+
+
+class _Utf8(codecs.Codec):
+    """Keys as plain UTF-8 (what producers send), so table routing hashes the same bytes."""
+
+    def _dumps(self, obj) -> bytes:
+        return obj.encode() if isinstance(obj, str) else obj
+
+    def _loads(self, s: bytes) -> str:
+        return s.decode()
+
+
+codecs.register("utf8", _Utf8())
+
+
+def faust_settings(settings: Settings) -> dict:
+    """Faust settings for the chosen profile. Embedded-broker workarounds stay in that profile."""
+    conf = dict(
+        broker=settings.broker,
+        store=settings.store,
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        # The web port serves only what corridor documents: metrics, health, the views.
+        web_tables_enabled=False, web_stats_enabled=False, web_graph_enabled=False,
+        web_router_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="utf8",
+        value_serializer="raw",
+    )
+    if settings.profile == "embedded":
+        # Tansu (docs/broker.md): the group session fixes the join delay (session/2) and the
+        # eviction of dead members; batch size 1 works around ListOffsets(latest) returning the last
+        # batch's base offset + 1, which otherwise loses the changelog tail on recovery.
+        conf.update(broker_session_timeout=2.0, broker_heartbeat_interval=0.5,
+                    broker_commit_interval=0.3, producer_max_batch_size=1)
+    return conf
+
+
+def _embedded_leave_group_patch() -> None:
+    """Tansu starts groups at generation 0 and aiokafka skips LeaveGroup there (docs/broker.md §2)."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    if getattr(GroupCoordinator, "_corridor_patched", False):
+        return
+    original = GroupCoordinator._maybe_leave_group
+
+    async def _leave(self):
+        if self.generation == 0 and self._group_instance_id is None and self.member_id:
+            self.generation = 1 << 30      # Tansu ignores the generation in LeaveGroup
+        await original(self)
+    GroupCoordinator._maybe_leave_group = _leave
+    GroupCoordinator._corridor_patched = True
+
+
+class Pipeline:
+    """Holds what the agents, views and the metrics collector share."""
+
+    def __init__(self, settings: Settings, policy: SlaPolicy):
+        self.settings = settings
+        self.policy = policy
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.counters = EventCounters(self.registry)
+        self.registry.register(CorridorCollector(self.snapshot))
+        self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes)
+                         for kind in settings.input_topics}
+        self.kind_of = {name: kind for kind, name in settings.input_topics.items()}
+        self.kind_of[settings.topic_shipment_orders] = "forwarded"
+        self.kind_of[settings.topic_order_links] = "link"
+        self._clock_written: dict[int, float] = {}
+        self._clock: dict[int, float] = {}
+        self._last_reject_log = 0.0
+        self._suppressed = 0
+
+    # ---- ownership ----------------------------------------------------------------------------
+    def owned_partitions(self) -> set[int]:
+        topic = self.settings.topic_shipments
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    def owned_states(self, owned: set[int]):
+        return (s for s in self.timelines.values() if s.get("p") in owned)
+
+    def stream_time(self, owned: set[int]) -> float | None:
+        latest = max((t for p, t in self.clock.items() if int(p) in owned), default=None)
+        local = max((t for p, t in self._clock.items() if p in owned), default=None)
+        candidates = [t for t in (latest, local) if t is not None]
+        return aggregate.event_now(max(candidates) if candidates else None, time.time(),
+                                   self.settings.live_lag_seconds)
+
+    def snapshot(self):
+        owned = self.owned_partitions()
+        totals: dict[str, dict] = {}
+        for key, tot in self.totals.items():
+            p, corr = key.split("|", 1)
+            if int(p) in owned:
+                aggregate.merge(totals.setdefault(corr, aggregate.new_totals()), tot)
+        now = self.stream_time(owned)
+        if now is None:
+            return totals, aggregate.OpenGauges(), None
+        return totals, aggregate.open_gauges(self.owned_states(owned), now, self.policy), now
+
+    # ---- errors -------------------------------------------------------------------------------
+    async def reject(self, message, err: Rejected) -> None:
+        topic = message.topic
+        self.counters.inc(self.counters.rejected, topic, err.reason)
+        headers = list(message.headers or ()) + [
+            ("corridor.reason", err.reason.encode()),
+            ("corridor.detail", err.detail.encode()[:1000]),
+            ("corridor.source.topic", topic.encode()),
+            ("corridor.source.partition", str(message.partition).encode()),
+            ("corridor.source.offset", str(message.offset).encode()),
+            ("corridor.rejected_at", _now_iso().encode()),
+        ]
+        await self.dlq[topic].send(key=message.key, value=message.value, headers=headers)
+        # One log line per rejection, at most one per second; the count says how many were hidden.
+        wall = time.monotonic()
+        if wall - self._last_reject_log >= 1.0:
+            more = f" (+{self._suppressed} more not logged)" if self._suppressed else ""
+            log.warning("rejected %s[%d]@%d: %s: %s%s", topic, message.partition, message.offset,
+                        err.reason, err.detail, more)
+            self._last_reject_log, self._suppressed = wall, 0
+        else:
+            self._suppressed += 1
+
+    # ---- clock --------------------------------------------------------------------------------
+    def advance_clock(self, partition: int, t: float) -> None:
+        if t <= self._clock.get(partition, float("-inf")):
+            return
+        self._clock[partition] = t
+        wall = time.monotonic()
+        if wall - self._clock_written.get(partition, 0.0) >= CLOCK_PERSIST_SECONDS:
+            self.clock[str(partition)] = t
+            self._clock_written[partition] = wall
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App:
+    settings.validate()
+    policy = policy or SlaPolicy.load(settings.sla_policy or None)
+    if settings.profile == "embedded":
+        _embedded_leave_group_patch()
+    app = faust.App(settings.app_id, **faust_settings(settings))
+    pipe = Pipeline(settings, policy)
+    pipe.app = app
+    app.corridor = pipe
+
+    def topic(name: str, internal: bool = False):
+        return app.topic(name, key_type=str, value_type=bytes, key_serializer="utf8",
+                         value_serializer="raw", partitions=settings.partitions, internal=internal)
+
+    in_orders = topic(settings.topic_orders)
+    in_shipments = topic(settings.topic_shipments)
+    in_customs = topic(settings.topic_customs)
+    links = topic(settings.topic_order_links, internal=True)
+    forwarded = topic(settings.topic_shipment_orders, internal=True)
+    pipe.dlq = {name: topic(dlq_name(name)) for name in settings.input_topics.values()}
+
+    def table(name: str):
+        return app.Table(name, default=None, partitions=settings.partitions,
+                         key_serializer="utf8", value_serializer="json")
+
+    pipe.timelines = table("timelines")
+    pipe.orders = table("orders")
+    pipe.totals = table("totals")
+    pipe.clock = table("clock")
+    counters = pipe.counters
+
+    def decode(kind: str, message):
+        """The contract event, or None after dead-lettering it."""
+        return pipe.decoders[kind].decode(message.key, message.value)
+
+    @app.agent(app.topic(settings.topic_orders, settings.topic_order_links, key_type=str,
+                         value_type=bytes, key_serializer="utf8", value_serializer="raw"),
+               name="join_orders")
+    async def join_orders(stream):
+        async for event in stream.events():
+            msg = event.message
+            if msg.topic == settings.topic_order_links:
+                link = orjson.loads(msg.value)
+                oid = link["order_id"]
+                res = order_side.apply_link(pipe.orders.get(oid), oid, link["shipment_id"])
+            else:
+                counters.inc(counters.consumed, msg.topic)
+                try:
+                    ev = decode("orders", msg)
+                except Rejected as err:
+                    await pipe.reject(msg, err)
+                    continue
+                oid = ev["order_id"]
+                res = order_side.apply_order_event(pipe.orders.get(oid), ev)
+                if res.duplicate:
+                    counters.inc(counters.duplicate, msg.topic)
+            if res.duplicate:
+                continue
+            pipe.orders[oid] = res.state
+            for sid, oev in res.forwards:
+                await forwarded.send(key=sid, value=orjson.dumps({**oev, "shipment_id": sid}))
+
+    @app.agent(app.topic(settings.topic_shipments, settings.topic_customs,
+                         settings.topic_shipment_orders, key_type=str, value_type=bytes,
+                         key_serializer="utf8", value_serializer="raw"),
+               name="timelines")
+    async def timelines(stream):
+        async for event in stream.events():
+            msg = event.message
+            kind = pipe.kind_of[msg.topic]
+            if kind == "forwarded":
+                ev, source, label = orjson.loads(msg.value), "orders", settings.topic_orders
+            else:
+                counters.inc(counters.consumed, msg.topic)
+                try:
+                    ev = decode(kind, msg)
+                except Rejected as err:
+                    await pipe.reject(msg, err)
+                    continue
+                source, label = kind, msg.topic
+            sid = ev["shipment_id"]
+            res = timeline.apply(pipe.timelines.get(sid), source, ev, policy,
+                                 settings.timeline_max_events)
+            if res.duplicate:
+                counters.inc(counters.duplicate, label)
+                continue
+            if res.late:
+                counters.inc(counters.late, label)
+            res.state["p"] = msg.partition
+            pipe.timelines[sid] = res.state
+            if res.observations:
+                _add_observations(pipe, msg.partition, res.observations)
+            pipe.advance_clock(msg.partition, res.state["last"])
+            for oid in res.new_order_ids:
+                await links.send(key=oid, value=orjson.dumps({"order_id": oid, "shipment_id": sid}))
+
+    _ = (in_orders, in_shipments, in_customs)   # declared so Faust knows their partition counts
+    _register_views(app, pipe)
+    return app
+
+
+def _add_observations(pipe: Pipeline, partition: int, observations: list[tuple]) -> None:
+    """One totals write per corridor touched by this event."""
+    by_corridor = defaultdict(list)
+    for obs in observations:
+        by_corridor[obs[1]].append(obs)
+    for corr, items in by_corridor.items():
+        key = f"{partition}|{corr}"
+        tot = pipe.totals.get(key) or aggregate.new_totals()
+        for obs in items:
+            aggregate.add(tot, obs)
+        pipe.totals[key] = tot
+
+
+def _register_views(app: faust.App, pipe: Pipeline) -> None:
+    from .views import register
+    register(app, pipe)

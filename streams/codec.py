@@ -1,0 +1,279 @@
+"""Decode and validate raw Kafka messages at the edge: bytes in, a checked dict or `Rejected` out.
+
+The JSON Schema files in schemas/ are the only statement of the wire rules; this module compiles
+them once per Decoder and adds just what a schema cannot say: timestamps must be real instants
+within a sane range of the clock, and the message key must equal the body's id field (the
+schema's "x-kafka-key"), because partitioning, and so every per-shipment table, relies on it.
+
+A rejection carries a `reason` from a small fixed set (REASONS), fit for a metric label and a
+dead-letter header, and a one-line `detail` for the log that names the offending field.
+
+No faust import: this is the per-event hot path and is tested as plain Python.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+REASONS = (
+    "empty",
+    "too_large",
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "schema",
+    "unknown_event_type",
+    "bad_timestamp",
+    "missing_key",
+    "key_mismatch",
+)
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_FILES = {
+    "orders": "orders.schema.json",
+    "shipments": "shipments.schema.json",
+    "customs": "customs-events.schema.json",
+}
+KINDS = tuple(SCHEMA_FILES)
+
+#: The event-time field every topic carries; other date-time fields are checked relative to it.
+EVENT_TIME_FIELD = "occurred_at"
+_EPOCH_2000 = 946684800.0  # 2000-01-01T00:00:00Z: anything earlier is a producer bug, not history
+_DETAIL_MAX = 200
+
+
+class Rejected(Exception):
+    """A message that fails the contract. `reason` is one of REASONS; `detail` is one line."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        detail = _one_line(detail)
+        super().__init__(reason, detail)  # both in args, so the exception pickles
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+def load_schema(kind: str) -> dict:
+    """The parsed JSON Schema for a topic kind ("orders", "shipments" or "customs")."""
+    try:
+        name = SCHEMA_FILES[kind]
+    except KeyError:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}") from None
+    with open(SCHEMA_DIR / name, "rb") as f:
+        return json.load(f)
+
+
+def parse_time(s: str) -> float:
+    """ISO-8601 date-time with a mandatory UTC offset ('Z' or ±HH:MM) -> epoch seconds.
+
+    Raises ValueError whose message quotes the value and says what is wrong with it.
+    """
+    if not isinstance(s, str):
+        raise ValueError(f"{s!r} is not a string")
+    try:
+        # C-implemented and, since 3.11, accepts 'Z' and any offset: the fast path.
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(f"{s!r} is not an ISO-8601 date-time") from None
+    if dt.tzinfo is None:
+        # A naive time means a different instant on every producer host; refuse to guess.
+        raise ValueError(f"{s!r} has no UTC offset")
+    try:
+        return dt.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{s!r} is out of range") from None
+
+
+class Decoder:
+    """Per-topic decoder; build one per topic at start-up and call `decode` per message.
+
+    `max_future_seconds` bounds occurred_at against `clock()` (producer clock skew, unit bugs).
+    Other date-time fields (promised_delivery_at) are forward-looking by nature, so instead they
+    may be at most `max_horizon_seconds` after the event's occurred_at.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        max_bytes: int = 65536,
+        max_future_seconds: float = 7 * 86400,
+        max_horizon_seconds: float = 366 * 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kind = kind
+        self.schema = load_schema(kind)
+        # A broken schema file should stop the worker at start-up, not reject every event.
+        Draft202012Validator.check_schema(self.schema)
+        # Same rules with the local $refs expanded in place: jsonschema's $ref resolution is
+        # about 40% of the validation time per event, and these schemas only use $ref to
+        # avoid repeating a pattern.
+        inlined = inline_refs(self.schema)
+        self._validator = Draft202012Validator(inlined)
+        self.key_field: str = self.schema["x-kafka-key"]
+        self.event_types = frozenset(inlined["properties"]["event_type"]["enum"])
+        self.time_fields = tuple(
+            name for name, sub in inlined["properties"].items() if sub.get("format") == "date-time"
+        )
+        if EVENT_TIME_FIELD not in self.time_fields:
+            raise ValueError(f"{kind} schema has no date-time {EVENT_TIME_FIELD}")
+        self._other_time_fields = tuple(f for f in self.time_fields if f != EVENT_TIME_FIELD)
+        self.max_bytes = max_bytes
+        self.max_future_seconds = max_future_seconds
+        self.max_horizon_seconds = max_horizon_seconds
+        self._clock = clock
+
+    def decode(self, key: bytes | None, value: bytes | None) -> dict:
+        """The message body as a dict (unknown fields kept), or raise Rejected."""
+        if not value:
+            raise Rejected("empty", "message has no value")
+        if len(value) > self.max_bytes:
+            raise Rejected("too_large", f"value is {len(value)} bytes, max {self.max_bytes}")
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            # orjson also refuses bad UTF-8; only on failure pay for telling the two apart.
+            try:
+                str(value, "utf-8")
+            except UnicodeDecodeError as uexc:
+                raise Rejected("not_utf8", f"invalid UTF-8 at byte {uexc.start}") from None
+            raise Rejected("not_json", str(exc)) from None
+        if type(doc) is not dict:
+            raise Rejected("not_object", f"top-level JSON value is {_json_type(doc)}, expected object")
+
+        # Checked before the schema so a new event type from a newer producer is counted as
+        # such, not buried among malformed messages.
+        event_type = doc.get("event_type")
+        if type(event_type) is str and event_type not in self.event_types:
+            raise Rejected(
+                "unknown_event_type",
+                f"event_type: {event_type!r} is not one of {', '.join(sorted(self.event_types))}",
+            )
+
+        if not self._validator.is_valid(doc):
+            self._raise_schema_error(doc)
+
+        event_time = self._check_time(doc, EVENT_TIME_FIELD)
+        if event_time > self._clock() + self.max_future_seconds:
+            raise Rejected(
+                "bad_timestamp",
+                f"{EVENT_TIME_FIELD}: {doc[EVENT_TIME_FIELD]!r} is more than "
+                f"{_span(self.max_future_seconds)} ahead of the clock",
+            )
+        for name in self._other_time_fields:
+            if name in doc:
+                t = self._check_time(doc, name)
+                if t > event_time + self.max_horizon_seconds:
+                    raise Rejected(
+                        "bad_timestamp",
+                        f"{name}: {doc[name]!r} is more than {_span(self.max_horizon_seconds)} "
+                        f"after {EVENT_TIME_FIELD}",
+                    )
+
+        if not key:
+            raise Rejected("missing_key", f"message has no key; expected the {self.key_field}")
+        expected = doc[self.key_field]
+        if type(key) is str:
+            got = key
+        else:
+            try:
+                got = str(key, "utf-8")
+            except UnicodeDecodeError:
+                raise Rejected("key_mismatch", f"key {key!r} is not UTF-8") from None
+        if got != expected:
+            raise Rejected("key_mismatch", f"key {got!r} != {self.key_field} {expected!r}")
+        return doc
+
+    def _check_time(self, doc: dict, name: str) -> float:
+        try:
+            t = parse_time(doc[name])
+        except ValueError as exc:
+            raise Rejected("bad_timestamp", f"{name}: {exc}") from None
+        if t < _EPOCH_2000:
+            raise Rejected("bad_timestamp", f"{name}: {doc[name]!r} is before 2000-01-01T00:00:00Z")
+        return t
+
+    def _raise_schema_error(self, doc: dict) -> None:
+        errors = list(self._validator.iter_errors(doc))
+        # A string date-time field that fails its pattern is a timestamp problem (no offset,
+        # not a date), and gets the same reason and wording as one that fails parse_time.
+        # Anything else wrong with the message wins: report it as a schema error.
+        time_errors = [
+            e
+            for e in errors
+            if len(e.absolute_path) == 1
+            and e.absolute_path[0] in self.time_fields
+            and isinstance(e.instance, str)
+        ]
+        if errors and len(time_errors) == len(errors):
+            name = time_errors[0].absolute_path[0]
+            self._check_time(doc, name)  # raises with parse_time's explanation if it can
+            raise Rejected(
+                "bad_timestamp",
+                f"{name}: {doc[name]!r} is not of the form YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)",
+            )
+        err = best_match(errors)
+        raise Rejected("schema", f"{err.json_path}: {err.message}")
+
+
+def inline_refs(schema: dict) -> dict:
+    """A copy of `schema` with every local "$ref" ("#/...") replaced by its target.
+
+    Keywords beside a $ref (a description, say) are kept alongside the target's; "$defs" is
+    dropped as nothing points at it any more. Only for schemas without recursive references.
+    """
+
+    def expand(node, seen: tuple[str, ...]):
+        if isinstance(node, list):
+            return [expand(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if ref is not None:
+            if not ref.startswith("#/"):
+                raise ValueError(f"only local $ref is supported, got {ref!r}")
+            if ref in seen:
+                raise ValueError(f"recursive $ref {ref!r} cannot be inlined")
+            target = schema
+            for part in ref[2:].split("/"):
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+            merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+            return expand(merged, seen + (ref,))
+        return {k: expand(v, seen) for k, v in node.items() if k != "$defs"}
+
+    return expand(schema, ())
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null"
+
+
+def _span(seconds: float) -> str:
+    if seconds and seconds % 86400 == 0:
+        days = seconds / 86400
+        return f"{days:.0f} day" if days == 1 else f"{days:.0f} days"
+    return f"{seconds:g}s"
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(str(text).split())
+    if len(text) > _DETAIL_MAX:
+        text = text[: _DETAIL_MAX - 3] + "..."
+    return text

@@ -1,0 +1,137 @@
+"""Per-corridor figures: totals of observations (counters, histograms) and open-shipment gauges.
+
+Totals are JSON-able dicts so that they live in a changelogged table next to the timelines:
+
+    delivered   {"<service_level>|<true|false>": count}
+    exceptions  {"<type>": count}
+    transit     {"<service_level>": [bucket counts..., +Inf count, sum]}   non-cumulative buckets
+    dwell       {"<stage>": [bucket counts..., +Inf count, sum]}
+
+Gauges of open shipments are computed from the timelines at read time (see `open_gauges`).
+"""
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .policy import SlaPolicy
+from .stages import STAGES
+from .timeline import open_status
+
+HOUR, DAY = 3600.0, 86400.0
+#: Transit time buckets (seconds): parcels take days to weeks.
+TRANSIT_BUCKETS = (1 * DAY, 2 * DAY, 3 * DAY, 4 * DAY, 5 * DAY, 7 * DAY, 10 * DAY, 14 * DAY,
+                   21 * DAY, 30 * DAY, 45 * DAY, 60 * DAY)
+#: Stage dwell buckets (seconds): hours to weeks.
+DWELL_BUCKETS = (1 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 1 * DAY, 2 * DAY, 3 * DAY, 5 * DAY,
+                 7 * DAY, 10 * DAY, 14 * DAY, 21 * DAY)
+
+
+def new_totals() -> dict:
+    return {"delivered": {}, "exceptions": {}, "transit": {}, "dwell": {}}
+
+
+def _observe(hist: dict, key: str, buckets: tuple[float, ...], value: float) -> None:
+    row = hist.get(key)
+    if row is None:
+        row = hist[key] = [0] * (len(buckets) + 1) + [0.0]
+    row[bisect.bisect_left(buckets, value)] += 1      # le semantics: value <= bound
+    row[-1] += value
+
+
+def add(totals: dict, obs: tuple) -> None:
+    """Add one observation from timeline.apply (its corridor is obs[1]; the caller picks the row)."""
+    kind = obs[0]
+    if kind == "delivered":
+        _, _corr, sl, on_time, transit = obs
+        key = f"{sl}|{'true' if on_time else 'false'}"
+        totals["delivered"][key] = totals["delivered"].get(key, 0) + 1
+        _observe(totals["transit"], sl, TRANSIT_BUCKETS, transit)
+    elif kind == "dwell":
+        _, _corr, stage, seconds = obs
+        _observe(totals["dwell"], stage, DWELL_BUCKETS, seconds)
+    elif kind == "exception":
+        _, _corr, exc = obs
+        totals["exceptions"][exc] = totals["exceptions"].get(exc, 0) + 1
+    else:
+        raise ValueError(f"unknown observation {obs!r}")
+
+
+def merge(into: dict, other: dict) -> dict:
+    """Sum two totals (for a worker holding several partitions, or a report)."""
+    for section in ("delivered", "exceptions"):
+        for k, v in other[section].items():
+            into[section][k] = into[section].get(k, 0) + v
+    for section in ("transit", "dwell"):
+        for k, row in other[section].items():
+            mine = into[section].get(k)
+            into[section][k] = list(row) if mine is None else [a + b for a, b in zip(mine, row)]
+    return into
+
+
+def cumulative(row: list, buckets: tuple[float, ...]) -> tuple[list[tuple[float, int]], int, float]:
+    """Prometheus form of a stored row: [(le, cumulative count)...] incl. +Inf, count, sum."""
+    out, acc = [], 0
+    for bound, n in zip(buckets + (float("inf"),), row[:-1]):
+        acc += n
+        out.append((bound, acc))
+    return out, acc, row[-1]
+
+
+def quantile(row: list, buckets: tuple[float, ...], q: float) -> float | None:
+    """histogram_quantile as Prometheus computes it (linear within a bucket), for the views."""
+    total = sum(row[:-1])
+    if total == 0:
+        return None
+    rank, acc, lower = q * total, 0, 0.0
+    for bound, n in zip(buckets, row[:-1]):
+        if acc + n >= rank and n > 0:
+            return lower + (bound - lower) * (rank - acc) / n
+        acc, lower = acc + n, bound
+    return buckets[-1]
+
+
+@dataclass
+class OpenGauges:
+    in_stage: dict = field(default_factory=lambda: defaultdict(int))      # (corridor, stage) -> n
+    overdue: dict = field(default_factory=lambda: defaultdict(int))       # (corridor, sl) -> n
+    excess: dict = field(default_factory=lambda: defaultdict(float))      # (corridor, stage) -> s
+    open: int = 0
+
+    def bottlenecks(self) -> dict[str, str]:
+        """corridor -> the stage with the largest total time beyond target (only if > 0)."""
+        best: dict[str, tuple[float, int, str]] = {}
+        for (corr, stage), secs in self.excess.items():
+            if secs <= 0:
+                continue
+            # ties go to the later stage in the journey: it is the one holding the parcel now
+            cand = (secs, STAGES.index(stage), stage)
+            if corr not in best or cand > best[corr]:
+                best[corr] = cand
+        return {corr: c[2] for corr, c in best.items()}
+
+
+def open_gauges(states, now: float, policy: SlaPolicy) -> OpenGauges:
+    """Gauges over open shipments at event-time `now`; cost is one pass over the given states."""
+    g = OpenGauges()
+    for state in states:
+        st = open_status(state, now, policy)
+        if st is None:
+            continue
+        corr, sl, stage, _since, overdue, excess = st
+        g.open += 1
+        g.in_stage[(corr, stage)] += 1
+        g.excess[(corr, stage)] += excess
+        if overdue:
+            g.overdue[(corr, sl)] += 1
+    return g
+
+
+def event_now(latest_event_time: float | None, wall: float, live_lag: float) -> float | None:
+    """The stream's clock: the latest event time, following the wall clock only while live."""
+    if latest_event_time is None:
+        return None
+    if wall - live_lag <= latest_event_time <= wall:
+        return wall
+    return latest_event_time

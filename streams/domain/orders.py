@@ -1,0 +1,51 @@
+"""The order side of the join: orders are keyed by order_id, shipments by shipment_id.
+
+An order's state remembers its events and the shipments that carry it. Either side may come first:
+an order event is forwarded to every shipment already linked, and a new link (from a shipment event
+naming the order) forwards every order event already known. The shipment side dedupes by
+event_id, so forwarding twice is harmless. State (JSON-able dict):
+
+    id         order id
+    events     the order's contract events (order_placed, order_cancelled), at most MAX_ORDER_EVENTS
+    shipments  shipment ids linked to this order
+    seen       event ids applied (dedupe)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_ORDER_EVENTS = 16
+MAX_LINKS = 256
+
+
+@dataclass
+class OrderApplied:
+    state: dict
+    forwards: list[tuple[str, dict]] = field(default_factory=list)   # (shipment_id, order event)
+    duplicate: bool = False
+
+
+def new_order(order_id: str) -> dict:
+    return {"id": order_id, "events": [], "shipments": [], "seen": []}
+
+
+def apply_order_event(state: dict | None, event: dict) -> OrderApplied:
+    state = state if state is not None else new_order(event["order_id"])
+    if event["event_id"] in state["seen"]:
+        return OrderApplied(state, duplicate=True)
+    state["seen"].append(event["event_id"])
+    state["events"].append(event)
+    if len(state["events"]) > MAX_ORDER_EVENTS:
+        del state["events"][0]
+        del state["seen"][0]
+    return OrderApplied(state, [(sid, event) for sid in state["shipments"]])
+
+
+def apply_link(state: dict | None, order_id: str, shipment_id: str) -> OrderApplied:
+    state = state if state is not None else new_order(order_id)
+    if shipment_id in state["shipments"]:
+        return OrderApplied(state, duplicate=True)
+    state["shipments"].append(shipment_id)
+    if len(state["shipments"]) > MAX_LINKS:
+        del state["shipments"][0]
+    return OrderApplied(state, [(shipment_id, ev) for ev in state["events"]])

@@ -1,0 +1,67 @@
+"""Names that the semantics, metrics and schemas share: stages, milestones, end events, corridors."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+SERVICE_LEVELS = ("economy", "standard", "express")
+
+#: Stages in journey order; each is opened by a milestone and lasts until the next milestone.
+STAGES = ("fulfilment", "origin", "linehaul", "customs", "last_mile")
+STAGE_RANK = {s: i for i, s in enumerate(STAGES)}
+
+#: (source, event_type) -> the stage that event opens. The import `released` customs event opens
+#: last_mile; an export release does not (see OPENS_IMPORT_ONLY).
+MILESTONES = {
+    ("orders", "order_placed"): "fulfilment",
+    ("shipments", "picked_up"): "origin",
+    ("shipments", "departed_origin"): "linehaul",
+    ("shipments", "arrived_destination"): "customs",
+    ("customs", "released"): "last_mile",
+}
+
+#: Shipment events that end a shipment (the first one to arrive wins; later events are late).
+END_EVENTS = ("delivered", "returned", "lost")
+
+#: Exception types counted in corridor_shipment_exceptions_total{type}.
+EXCEPTION_TYPES = ("returned", "lost", "delivery_failed", "customs_hold",
+                   "customs_rejected", "customs_seized", "cancelled")
+#: Events that count as an exception when applied (ends are counted when the shipment ends).
+EVENT_EXCEPTIONS = {
+    ("shipments", "delivery_failed"): "delivery_failed",
+    ("customs", "held_for_inspection"): "customs_hold",
+    ("customs", "rejected"): "customs_rejected",
+    ("customs", "seized"): "customs_seized",
+}
+
+UNKNOWN = "unknown"
+
+
+def corridor_of(seller_country: str | None, buyer_country: str | None) -> str:
+    """`CN-AU` from two ISO 3166-1 alpha-2 codes; `unknown` unless both are known."""
+    if seller_country and buyer_country:
+        return f"{seller_country}-{buyer_country}"
+    return UNKNOWN
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO-8601 in UTC (as the views and reports print times)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> float:
+    """ISO-8601 with a mandatory UTC offset (`Z` or `+HH:MM`) -> epoch seconds.
+
+    Raises ValueError naming the problem; a time without an offset is ambiguous across the
+    countries a parcel crosses, so it is refused rather than guessed.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO-8601 time") from None
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"{value!r} has no UTC offset")
+    return dt.timestamp()

@@ -1,0 +1,308 @@
+"""One shipment's joined timeline and the rules that turn it into SLA figures.
+
+The state of one shipment is a plain JSON-able dict (it is a Faust table value and a changelog
+record), built only by `apply`:
+
+    id        shipment id
+    orders    order ids in order of first mention; orders[0] is the primary order
+    of        {order_id: {seller, buyer, sl, placed, promised, cancelled}} facts from the orders topic
+    origin, dest, carrier, tracking   latest values from shipment events
+    ms        {stage: epoch seconds}: the earliest event time of each stage-opening milestone
+    end       [end_type, epoch seconds] once delivered / returned / lost / cancelled, else None
+    observed  True once the end has been turned into metric observations (exactly once)
+    pend      exception types waiting for the corridor to become known
+    ev        [[t, source, event_type, event_id, info], ...] sorted by event time, capped
+    seen      event ids applied (dedupe), capped
+    first, last  earliest / latest event time applied
+    late      events that arrived after the shipment had ended
+
+`apply(state, source, event)` returns the new state and the observations the event caused; the
+caller adds observations to the per-corridor totals. Everything here is event-time only: the same
+events in any order give the same figures (except which terminal event wins, documented in
+docs/semantics.md).
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from .policy import SlaPolicy
+from .stages import (END_EVENTS, EVENT_EXCEPTIONS, MILESTONES, STAGE_RANK, STAGES, UNKNOWN,
+                     corridor_of, iso, parse_time)
+
+SEEN_CAP = 512          # event ids remembered per shipment for dedupe (far above a real history)
+MILESTONE_TYPES = {etype for (_src, etype) in MILESTONES} | set(END_EVENTS)
+
+
+@dataclass
+class Applied:
+    """What one event did to a shipment."""
+    state: dict
+    observations: list[tuple] = field(default_factory=list)
+    duplicate: bool = False
+    late: bool = False
+    new_order_ids: list[str] = field(default_factory=list)   # links to publish to the orders side
+
+
+def new_state(shipment_id: str) -> dict:
+    return {"id": shipment_id, "orders": [], "of": {}, "origin": None, "dest": None,
+            "carrier": None, "tracking": None, "ms": {}, "end": None, "observed": False,
+            "pend": [], "ev": [], "seen": [], "first": None, "last": None, "late": 0}
+
+
+# ---- derived facts ------------------------------------------------------------------------
+def primary_order(state: dict) -> dict | None:
+    """Facts of the primary order once its order_placed is known, else None."""
+    if not state["orders"]:
+        return None
+    facts = state["of"].get(state["orders"][0])
+    return facts if facts and facts.get("placed") is not None else None
+
+
+def corridor(state: dict) -> str:
+    """From the primary order (seller-buyer); until it is known, from the shipment's countries."""
+    order = primary_order(state)
+    if order is not None:
+        return corridor_of(order["seller"], order["buyer"])
+    return corridor_of(state["origin"], state["dest"])
+
+
+def service_level(state: dict) -> str:
+    order = primary_order(state)
+    return order["sl"] if order is not None else UNKNOWN
+
+
+def promise(state: dict, policy: SlaPolicy) -> float | None:
+    """promised_delivery_at of the primary order, else placed + the policy's hours; None if no order."""
+    order = primary_order(state)
+    if order is None:
+        return None
+    if order.get("promised") is not None:
+        return order["promised"]
+    return order["placed"] + policy.promise_seconds(corridor(state), order["sl"])
+
+
+def milestones(state: dict, until: float | None = None) -> list[tuple[float, str]]:
+    """(time, stage) sorted by event time, journey order breaking ties; optionally up to `until`."""
+    out = [(t, s) for s, t in state["ms"].items() if until is None or t <= until]
+    out.sort(key=lambda item: (item[0], STAGE_RANK[item[1]]))
+    return out
+
+
+def stage_durations(state: dict) -> list[tuple[str, float, float | None]]:
+    """(stage, start, seconds) per reached stage; the current stage of an open shipment has None."""
+    end_t = state["end"][1] if state["end"] else None
+    ms = milestones(state, end_t)
+    out = []
+    for i, (t, stage) in enumerate(ms):
+        nxt = ms[i + 1][0] if i + 1 < len(ms) else end_t
+        out.append((stage, t, None if nxt is None else nxt - t))
+    return out
+
+
+def current_stage(state: dict) -> tuple[str, float] | None:
+    """(stage, since) for an open shipment: its latest milestone; fulfilment from its first event if none."""
+    if state["end"] is not None:
+        return None
+    ms = milestones(state)
+    if ms:
+        t, stage = ms[-1]
+        return stage, t
+    return STAGES[0], state["first"]
+
+
+# ---- the state transition ---------------------------------------------------------------------
+def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
+          max_events: int = 100) -> Applied:
+    """Apply one contract event (`source` = orders | shipments | customs) to a shipment's state.
+
+    `event` is a decoded, validated contract message; an `orders` event reaches a shipment after
+    the join has linked its order to it. Duplicates (same event_id) change nothing.
+    """
+    sid = event.get("shipment_id") or (state["id"] if state else None)
+    state = state if state is not None else new_state(sid)
+    eid = event["event_id"]
+    if eid in state["seen"]:
+        return Applied(state, duplicate=True)
+    state["seen"].append(eid)
+    if len(state["seen"]) > SEEN_CAP:
+        del state["seen"][0]
+
+    t = parse_time(event["occurred_at"])
+    etype = event["event_type"]
+    state["first"] = t if state["first"] is None else min(state["first"], t)
+    state["last"] = t if state["last"] is None else max(state["last"], t)
+    _record(state, [t, source, etype, eid, _info(source, event)], max_events)
+
+    result = Applied(state)
+    ended = state["end"] is not None
+    result.late = ended
+    if ended:
+        state["late"] += 1
+    # Facts (which orders, which countries) are taken whenever they come: they are needed to
+    # attribute and observe a shipment that ended before its order was known.
+    if source == "shipments":
+        _shipment_facts(state, event, result)
+    elif source == "orders":
+        _order_facts(state, event, t)
+
+    if not state["observed"]:
+        stage = MILESTONES.get((source, etype))
+        if stage is not None and (source != "customs" or event.get("direction") == "import"):
+            if stage == "fulfilment":
+                placed = [f["placed"] for f in state["of"].values() if f.get("placed") is not None]
+                state["ms"]["fulfilment"] = min(placed)
+            elif not ended:
+                old = state["ms"].get(stage)
+                state["ms"][stage] = t if old is None else min(old, t)
+    if not ended:
+        exc = EVENT_EXCEPTIONS.get((source, etype))
+        if exc is not None:
+            state["pend"].append(exc)
+        if source == "shipments" and etype in END_EVENTS:
+            state["end"] = [etype, t]
+        elif source == "orders" and etype == "order_cancelled" and _all_cancelled(state) \
+                and "origin" not in state["ms"]:
+            state["end"] = ["cancelled", t]
+
+    _flush(state, policy, result.observations)
+    return result
+
+
+def _record(state: dict, item: list, max_events: int) -> None:
+    events = state["ev"]
+    keys = [e[0] for e in events]
+    events.insert(bisect.bisect_right(keys, item[0]), item)
+    if len(events) > max_events:
+        # Drop the oldest event that is not a milestone or an end: the stage breakdown must stay.
+        for i, e in enumerate(events):
+            if e[2] not in MILESTONE_TYPES:
+                del events[i]
+                break
+        else:
+            del events[0]
+
+
+def _info(source: str, event: dict) -> str | None:
+    if source == "customs":
+        return f"{event['direction']} {event['country']} {event['declaration_id']}"
+    if source == "shipments":
+        loc = event.get("location") or {}
+        return " ".join(v for v in (loc.get("facility"), loc.get("country")) if v) or None
+    if source == "orders":
+        return event["order_id"]
+    return None
+
+
+def _shipment_facts(state: dict, event: dict, result: Applied) -> None:
+    for oid in event.get("order_ids") or ():
+        if oid not in state["orders"]:
+            state["orders"].append(oid)
+            result.new_order_ids.append(oid)
+    for key, field_ in (("origin", "origin_country"), ("dest", "destination_country"),
+                        ("carrier", "carrier"), ("tracking", "tracking_number")):
+        if event.get(field_):
+            state[key] = event[field_]
+
+
+def _order_facts(state: dict, event: dict, t: float) -> None:
+    oid = event["order_id"]
+    if oid not in state["orders"]:
+        state["orders"].append(oid)
+    facts = state["of"].setdefault(oid, {"seller": None, "buyer": None, "sl": None,
+                                         "placed": None, "promised": None, "cancelled": False})
+    facts["seller"] = event.get("seller_country") or facts["seller"]
+    facts["buyer"] = event.get("buyer_country") or facts["buyer"]
+    facts["sl"] = event.get("service_level") or facts["sl"]
+    if event.get("promised_delivery_at"):
+        facts["promised"] = parse_time(event["promised_delivery_at"])
+    if event["event_type"] == "order_placed":
+        facts["placed"] = t if facts["placed"] is None else min(facts["placed"], t)
+    elif event["event_type"] == "order_cancelled":
+        facts["cancelled"] = True
+
+
+def _all_cancelled(state: dict) -> bool:
+    return bool(state["orders"]) and all(
+        state["of"].get(oid, {}).get("cancelled") for oid in state["orders"])
+
+
+def _flush(state: dict, policy: SlaPolicy, out: list[tuple]) -> None:
+    """Emit what can now be attributed: pending exceptions, then the end observation (once)."""
+    corr = corridor(state)
+    if corr == UNKNOWN:
+        return
+    for exc in state["pend"]:
+        out.append(("exception", corr, exc))
+    state["pend"] = []
+    if state["end"] is None or state["observed"]:
+        return
+    end_type, end_t = state["end"]
+    if end_type == "cancelled":
+        out.append(("exception", corr, "cancelled"))
+        state["observed"] = True
+        return
+    order = primary_order(state)
+    if order is None:
+        return          # observed when the order arrives: transit and promise need order_placed
+    for stage, _start, seconds in stage_durations(state):
+        out.append(("dwell", corr, stage, seconds))
+    if end_type == "delivered":
+        on_time = end_t <= promise(state, policy)
+        out.append(("delivered", corr, order["sl"], on_time, end_t - order["placed"]))
+    else:
+        out.append(("exception", corr, end_type))
+    state["observed"] = True
+
+
+# ---- read side --------------------------------------------------------------------------------
+def open_status(state: dict, now: float, policy: SlaPolicy) -> tuple | None:
+    """(corridor, service_level, stage, since, overdue, excess_seconds) of an open shipment, else None."""
+    cur = current_stage(state)
+    if cur is None:
+        return None
+    stage, since = cur
+    corr = corridor(state)
+    due = promise(state, policy)
+    overdue = due is not None and now > due
+    excess = max(0.0, now - since - policy.stage_target(corr, stage))
+    return corr, service_level(state), stage, since, overdue, excess
+
+
+def describe(state: dict, now: float, policy: SlaPolicy) -> dict:
+    """The timeline as the /shipments/{id} view and `corridor shipment ID` show it."""
+    corr = corridor(state)
+    due = promise(state, policy)
+    cur = current_stage(state)
+    if state["end"] is None:
+        status = "open"
+    else:
+        status = state["end"][0] if state["observed"] else f"{state['end'][0]} (awaiting order)"
+    sla = None
+    if due is not None:
+        if state["end"] and state["end"][0] == "delivered":
+            sla = "on_time" if state["end"][1] <= due else "late"
+        elif state["end"] is None:
+            sla = "overdue" if now > due else "on_track"
+    stages = []
+    for stage, start, seconds in stage_durations(state):
+        target = policy.stage_target(corr, stage)
+        elapsed = seconds if seconds is not None else max(0.0, now - start)
+        stages.append({"stage": stage, "started_at": iso(start), "seconds": seconds,
+                       "elapsed_seconds": elapsed, "target_seconds": target,
+                       "excess_seconds": max(0.0, elapsed - target)})
+    return {
+        "shipment_id": state["id"], "corridor": corr, "service_level": service_level(state),
+        "status": status, "sla": sla, "promised_delivery_at": iso(due),
+        "stage": cur[0] if cur else None, "stage_since": iso(cur[1]) if cur else None,
+        "ended_at": iso(state["end"][1]) if state["end"] else None,
+        "order_ids": list(state["orders"]), "carrier": state["carrier"],
+        "tracking_number": state["tracking"], "origin_country": state["origin"],
+        "destination_country": state["dest"],
+        "transit_seconds": (state["end"][1] - primary_order(state)["placed"]
+                            if state["end"] and state["end"][0] == "delivered"
+                            and primary_order(state) else None),
+        "stages": stages, "late_events": state["late"], "now": iso(now),
+        "events": [{"occurred_at": iso(t), "source": src, "event_type": et, "event_id": eid,
+                    "info": info} for t, src, et, eid, info in state["ev"]],
+    }

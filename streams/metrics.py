@@ -1,0 +1,119 @@
+"""Prometheus metrics: the corridor contract (from table state at scrape time) and operational counters.
+
+The corridor figures are not process-local counters: `CorridorCollector.collect()` reads the totals
+and timelines that this worker owns *now* (its active partitions), so a restart neither loses nor
+repeats them, and after a rebalance no worker exports partitions it gave away. `sum by (corridor,
+...)` over workers is the fleet figure. The `corridor_events_*` counters are per process.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from .domain import aggregate
+from .domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
+
+
+class EventCounters:
+    """Per-process operational counters, with the labelled children cached (hot path)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.consumed = Counter("corridor_events_consumed", "Input messages consumed, by topic.",
+                                ["topic"], registry=registry)
+        self.duplicate = Counter("corridor_events_duplicate", "Events ignored as duplicates "
+                                 "(an event_id already applied), by topic.", ["topic"], registry=registry)
+        self.late = Counter("corridor_events_late", "Events that arrived for a shipment that had "
+                            "already ended, by topic.", ["topic"], registry=registry)
+        self.rejected = Counter("corridor_events_rejected", "Input messages rejected to the "
+                                "dead-letter topic, by topic and reason.", ["topic", "reason"],
+                                registry=registry)
+        self._children: dict = {}
+
+    def inc(self, counter: Counter, *labels: str) -> None:
+        key = (id(counter), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
+
+
+class CorridorCollector(Collector):
+    """Scrape-time view of the state this worker owns.
+
+    `snapshot()` returns (totals by corridor, open-shipment gauges, stream clock); it is provided by
+    the app so that this module knows nothing about Faust.
+    """
+
+    def __init__(self, snapshot: Callable[[], tuple[dict, OpenGauges, float | None]]):
+        self._snapshot = snapshot
+
+    def describe(self):
+        return []   # do not call collect() at registration time
+
+    def collect(self) -> Iterable:
+        totals, gauges, now = self._snapshot()
+        yield from families(totals, gauges, now)
+
+
+def families(totals: dict[str, dict], gauges: OpenGauges, now: float | None):
+    delivered = CounterMetricFamily(
+        "corridor_shipments_delivered", "Shipments delivered, by corridor, service level and whether "
+        "on time (delivered at or before the promise).", labels=["corridor", "service_level", "on_time"])
+    exceptions = CounterMetricFamily(
+        "corridor_shipment_exceptions", "Shipment exceptions (returned, lost, delivery_failed, "
+        "customs_hold, ...), by corridor and type.", labels=["corridor", "type"])
+    transit = HistogramMetricFamily(
+        "corridor_shipment_transit_seconds", "Transit time from order_placed to delivered, observed "
+        "when the shipment is delivered.", labels=["corridor", "service_level"])
+    dwell = HistogramMetricFamily(
+        "corridor_stage_dwell_seconds", "Time spent in each stage, observed when the shipment ends.",
+        labels=["corridor", "stage"])
+    for corr in sorted(totals):
+        tot = totals[corr]
+        for key, n in sorted(tot["delivered"].items()):
+            sl, on_time = key.split("|")
+            delivered.add_metric([corr, sl, on_time], n)
+        for exc, n in sorted(tot["exceptions"].items()):
+            exceptions.add_metric([corr, exc], n)
+        for sl, row in sorted(tot["transit"].items()):
+            buckets, _count, total = aggregate.cumulative(row, TRANSIT_BUCKETS)
+            transit.add_metric([corr, sl], [(_le(b), c) for b, c in buckets], total)
+        for stage, row in sorted(tot["dwell"].items()):
+            buckets, _count, total = aggregate.cumulative(row, DWELL_BUCKETS)
+            dwell.add_metric([corr, stage], [(_le(b), c) for b, c in buckets], total)
+    yield from (delivered, exceptions, transit, dwell)
+
+    in_stage = GaugeMetricFamily("corridor_shipments_in_stage", "Open shipments now in each stage.",
+                                 labels=["corridor", "stage"])
+    for (corr, stage), n in sorted(gauges.in_stage.items()):
+        in_stage.add_metric([corr, stage], n)
+    overdue = GaugeMetricFamily("corridor_shipments_overdue", "Open shipments past their promised "
+                                "delivery time (stream event time).", labels=["corridor", "service_level"])
+    for (corr, sl), n in sorted(gauges.overdue.items()):
+        overdue.add_metric([corr, sl], n)
+    excess = GaugeMetricFamily("corridor_stage_excess_seconds", "Total time beyond the stage target "
+                               "of the open shipments in each stage.", labels=["corridor", "stage"])
+    for (corr, stage), secs in sorted(gauges.excess.items()):
+        excess.add_metric([corr, stage], secs)
+    bottleneck = GaugeMetricFamily("corridor_bottleneck_stage", "1 on the stage whose open shipments "
+                                   "have the largest total time beyond target, per corridor.",
+                                   labels=["corridor", "stage"])
+    for corr, stage in sorted(gauges.bottlenecks().items()):
+        bottleneck.add_metric([corr, stage], 1)
+    clock = GaugeMetricFamily("corridor_stream_time_seconds", "The stream's event-time clock "
+                              "('now' for overdue and excess), Unix seconds.")
+    if now is not None:
+        clock.add_metric([], now)
+    yield from (in_stage, overdue, excess, bottleneck, clock)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def wall_clock() -> float:
+    return time.time()

@@ -1,0 +1,72 @@
+"""The worker's HTTP surface: /metrics, /health, /shipments/{id}, /corridors. Nothing else."""
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .domain import aggregate, timeline
+from .domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS
+from .domain.stages import iso
+
+MAX_ID_LENGTH = 200
+
+
+def register(app, pipe) -> None:
+    @app.page("/metrics")
+    async def metrics(web, request):
+        return web.bytes(generate_latest(pipe.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health(web, request):
+        owned = sorted(pipe.owned_partitions()) if app.assignor else []
+        recovered = app.tables.recovery.completed.is_set()
+        ready = bool(owned) and recovered and not app.rebalancing
+        body = {"status": "ready" if ready else "starting", "partitions": owned,
+                "recovering": not recovered, "rebalancing": bool(app.rebalancing)}
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/shipments/{shipment_id}")
+    @app.table_route(table=pipe.timelines, match_info="shipment_id")
+    async def shipment(web, request, shipment_id):
+        if not shipment_id or len(shipment_id) > MAX_ID_LENGTH:
+            return web.json({"error": "invalid shipment id"}, status=400)
+        state = pipe.timelines.get(shipment_id)
+        if state is None:
+            return web.json({"error": f"shipment {shipment_id} not found"}, status=404)
+        now = pipe.stream_time(pipe.owned_partitions()) or state["last"]
+        return web.json(timeline.describe(state, now, pipe.policy))
+
+    @app.page("/corridors")
+    async def corridors(web, request):
+        totals, gauges, now = pipe.snapshot()
+        return web.json(corridor_summary(totals, gauges, now, sorted(pipe.owned_partitions())))
+
+
+def corridor_summary(totals: dict, gauges: aggregate.OpenGauges, now, partitions) -> dict:
+    names = set(totals) | {c for c, _ in gauges.in_stage} | {c for c, _ in gauges.overdue}
+    bottlenecks = gauges.bottlenecks()
+    out = {}
+    for corr in sorted(names):
+        tot = totals.get(corr) or aggregate.new_totals()
+        on_time = sum(n for k, n in tot["delivered"].items() if k.endswith("|true"))
+        delivered = sum(tot["delivered"].values())
+        transit = None
+        for row in tot["transit"].values():
+            transit = list(row) if transit is None else [a + b for a, b in zip(transit, row)]
+        out[corr] = {
+            "delivered": delivered, "on_time": on_time,
+            "on_time_rate": round(on_time / delivered, 6) if delivered else None,
+            "exceptions": dict(sorted(tot["exceptions"].items())),
+            "transit_seconds": None if transit is None else {
+                "p50": aggregate.quantile(transit, TRANSIT_BUCKETS, 0.5),
+                "p90": aggregate.quantile(transit, TRANSIT_BUCKETS, 0.9),
+                "p95": aggregate.quantile(transit, TRANSIT_BUCKETS, 0.95),
+                "mean": transit[-1] / sum(transit[:-1])},
+            "open": sum(n for (c, _), n in gauges.in_stage.items() if c == corr),
+            "in_stage": {s: n for (c, s), n in sorted(gauges.in_stage.items()) if c == corr},
+            "overdue": {sl: n for (c, sl), n in sorted(gauges.overdue.items()) if c == corr},
+            "excess_seconds": {s: v for (c, s), v in sorted(gauges.excess.items()) if c == corr},
+            "bottleneck": bottlenecks.get(corr),
+        }
+    return {"now": iso(now), "partitions": partitions, "corridors": out}
