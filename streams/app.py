@@ -200,7 +200,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
 
     def table(name: str):
         return app.Table(name, default=None, partitions=settings.partitions,
-                         key_serializer="utf8", value_serializer="json")
+                         schema=faust.Schema(key_type=str, key_serializer="utf8",
+                                             value_serializer="json"))
 
     pipe.timelines = table("timelines")
     pipe.orders = table("orders")

@@ -248,9 +248,9 @@ def inline_refs(schema: dict) -> dict:
                 target = target[part.replace("~1", "/").replace("~0", "~")]
             merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
             return expand(merged, seen + (ref,))
-        return {k: expand(v, seen) for k, v in node.items() if k != "$defs"}
+        return {k: expand(v, seen) for k, v in node.items()}
 
-    return expand(schema, ())
+    return {k: v for k, v in expand(schema, ()).items() if k != "$defs"}
 
 
 def _json_type(value: object) -> str:

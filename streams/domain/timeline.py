@@ -136,8 +136,10 @@ def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
 
     result = Applied(state)
     ended = state["end"] is not None
-    result.late = ended
-    if ended:
+    # Order facts are never late: the join may deliver an order after the parcel's last event,
+    # and it then completes the shipment's observation rather than being ignored.
+    result.late = ended and source != "orders"
+    if result.late:
         state["late"] += 1
     # Facts (which orders, which countries) are taken whenever they come: they are needed to
     # attribute and observe a shipment that ended before its order was known.

@@ -6,8 +6,9 @@ import pickle
 
 import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
-from streams.codec import KINDS, REASONS, Decoder, Rejected, load_schema, parse_time
+from streams.codec import KINDS, REASONS, Decoder, Rejected, inline_refs, load_schema, parse_time
 
 NOW = 1740830400.0  # 2025-03-01T12:00:00Z, the fixed clock of every decoder here
 DAY = 86400.0
@@ -258,3 +259,20 @@ def test_schemas_are_the_validation_source():
     # The decoder's enum comes from the schema file, not from a copy in Python.
     schema = load_schema("customs")
     assert decoder("customs").event_types == frozenset(schema["properties"]["event_type"]["enum"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inline_refs_expands_every_ref_and_keeps_descriptions(kind):
+    schema = load_schema(kind)
+    inlined = inline_refs(schema)
+    assert "$ref" not in orjson.dumps(inlined).decode()
+    assert "$defs" not in inlined
+    Draft202012Validator.check_schema(inlined)
+    occurred_at = inlined["properties"]["occurred_at"]
+    assert occurred_at["format"] == "date-time"
+    assert occurred_at["description"] == schema["properties"]["occurred_at"]["description"]
+
+
+def test_inline_refs_refuses_recursion():
+    with pytest.raises(ValueError, match="recursive"):
+        inline_refs({"$defs": {"node": {"items": {"$ref": "#/$defs/node"}}}, "$ref": "#/$defs/node"})
