@@ -109,6 +109,7 @@ class Pipeline:
         self.kind_of[settings.topic_order_links] = "link"
         self._clock_written: dict[int, float] = {}
         self._clock: dict[int, float] = {}
+        self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self._last_reject_log = 0.0
         self._suppressed = 0
 
@@ -121,11 +122,33 @@ class Pipeline:
         return (s for s in self.timelines.values() if s.get("p") in owned)
 
     def stream_time(self, owned: set[int]) -> float | None:
+        """The event-time clock over the partitions this worker owns (see docs/semantics.md)."""
+        self._scan_clock(owned)
         latest = max((t for p, t in self.clock.items() if int(p) in owned), default=None)
         local = max((t for p, t in self._clock.items() if p in owned), default=None)
         candidates = [t for t in (latest, local) if t is not None]
         return aggregate.event_now(max(candidates) if candidates else None, time.time(),
                                    self.settings.live_lag_seconds)
+
+    def _scan_clock(self, owned: set[int]) -> None:
+        """Once per partition assignment, take the latest event time from the recovered timelines.
+
+        The clock row is persisted at most once a second, so after a restart or a rebalance it may
+        lag; the timelines hold each shipment's latest event time exactly.
+        """
+        todo = owned - self._clock_scanned
+        if not todo or self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            return
+        for state in self.timelines.values():
+            p = state.get("p")
+            if p in todo and state["last"] is not None and state["last"] > self._clock.get(p, float("-inf")):
+                self._clock[p] = state["last"]
+        self._clock_scanned |= todo
+
+    def on_partitions_revoked(self, revoked) -> None:
+        for tp in revoked:
+            self._clock_scanned.discard(tp.partition)
+            self._clock.pop(tp.partition, None)
 
     def snapshot(self):
         owned = self.owned_partitions()
@@ -275,6 +298,11 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 await links.send(key=oid, value=orjson.dumps({"order_id": oid, "shipment_id": sid}))
 
     _ = (in_orders, in_shipments, in_customs)   # declared so Faust knows their partition counts
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender, revoked, **kwargs):
+        pipe.on_partitions_revoked(revoked)
+
     _register_views(app, pipe)
     return app
 

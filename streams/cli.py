@@ -124,7 +124,7 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> None:
     except KafkaError as exc:
         raise BrokerError(f"cannot reach the broker at {settings.broker}: {exc}") from None
     try:
-        existing = {t["topic"]: len(t["partitions"])
+        existing = {t.get("name") or t.get("topic"): len(t["partitions"])
                     for t in admin.describe_topics([n for n in topics if n in admin.list_topics()])}
     finally:
         admin.close()

@@ -23,20 +23,23 @@ Event times must mean something next to the wall clock (the worker's stream cloc
 once events are recent, Settings.live_lag_seconds), but a real history takes days to weeks. So:
 
 - The simulated world starts at `start` = T0, in the past: by default 30 days before now for an open-ended
-  run, and for a run bounded by `shipments` far enough back that every history completes before now.
+  run, and for a run bounded by `shipments` far enough back (arrival span + MAX_HISTORY_SECONDS, 75 days)
+  that every history completes before now.
 - The simulated clock runs at `speedup` x wall time from T0 and is capped at the wall clock:
-  ``clock(w) = min(w, T0 + speedup * (w - w0))``. An event is published only once its event time is at or
-  behind that clock, so no event is ever stamped in the future. With the default 3600x an express
-  history plays out in about a minute and an economy one in under ten.
+  ``clock(w) = min(w, T0 + skipped + speedup * (w - w0))``. An event is published only once its event time
+  is at or behind that clock, so no event is ever stamped in the future. At the default 3600x (an hour
+  per second) an express history plays out in about a minute and an economy one in under ten.
+  When nothing is due for more than a wall second at `speedup` (the sparse tail of a bounded run), the
+  clock skips ahead (`skipped`) instead of idling; the cap still holds.
 - Shipments arrive as a Poisson process whose rate is chosen so that, in steady state, the stream carries
-  about `rate` events per wall second at `speedup` (about 18 events per shipment); `rate` also caps the
-  publish rate (a token bucket). `rate=None` means as fast as possible: no pacing at all, the clock is
-  the wall clock, shipments arrive every DEFAULT_ARRIVAL_INTERVAL simulated seconds on average.
+  about `rate` events per wall second at `speedup` (about 13.6 events per shipment); `rate` also caps
+  the publish rate (a token bucket). `rate=None` means as fast as possible: no pacing, the clock is the
+  wall clock, shipments arrive every DEFAULT_ARRIVAL_INTERVAL simulated seconds on average.
 - An open-ended run therefore replays ~30 days at `speedup` (12 minutes at the defaults) and then goes
-  on in real time: new shipments keep arriving, but now at the real-time pace (a trickle). Use
-  a larger backfill for a longer demo at full rate.
-- Scenarios start `scenario delay` after T0 (7 days for open-ended runs, a third of the arrival span for
-  bounded ones), so the dashboard first shows the baseline and then the disruption building up.
+  on in real time: shipments keep arriving and progressing, but at the real-world pace (a trickle of
+  events). Pass an earlier `start` (CLI: --backfill-days) for a longer demo at full rate.
+- Scenarios start some time after T0 (7 days for open-ended runs, a third of the arrival span for
+  bounded ones), so the figures first show the baseline and then the disruption building up.
 
 `duplicate_rate` re-emits that fraction of events verbatim (same event_id) minutes to hours later;
 `reorder_rate` delays that fraction of events (any but the last of a history) past the next one to three
@@ -46,6 +49,7 @@ their order. Both only ever delay, so event times never run ahead of emission.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import heapq
 import math
 import signal
@@ -64,8 +68,8 @@ SCENARIOS: dict[str, str] = {
     "baseline": "normal operations on every corridor",
     "customs-backlog": "CN-AU import customs takes 5-10x longer and holds most parcels for inspection "
                        "(shipments arriving in AU after the scenario starts)",
-    "linehaul-delay": "CN-US linehaul (departed_origin -> arrived_destination) takes 3-6x longer "
-                      "(shipments departing after the scenario starts)",
+    "linehaul-delay": "CN-US linehaul (departed_origin -> arrived_destination) takes 2-6 days longer, "
+                      "3-6x for air (shipments departing after the scenario starts)",
     "last-mile-failures": "half of first delivery attempts in GB fail and re-attempts take twice as long "
                           "(out_for_delivery after the scenario starts)",
 }
@@ -77,14 +81,19 @@ DEFAULT_RATE = 200.0
 #: Mean simulated seconds between two shipments' first events when no rate ties it to the wall clock.
 DEFAULT_ARRIVAL_INTERVAL = 60.0
 #: Average events per shipment history (measured over the baseline; cancelled orders included).
-EVENTS_PER_SHIPMENT = 18.0
+EVENTS_PER_SHIPMENT = 13.6
 #: Default backfill of an open-ended run (seconds before now where the simulated world starts).
 DEFAULT_BACKFILL = 30 * 86400.0
+#: No history spans more event time than this (first order -> terminal event); the rare longer draws are
+#: squeezed to fit, so a bounded run can be placed entirely before now.
+MAX_HISTORY_SECONDS = 75 * 86400.0
+#: run(): when no event is due for longer than this many wall seconds at `speedup`, the clock skips ahead.
+_MAX_IDLE = 1.0
 #: Default delay of a scenario's start after T0 for an open-ended run.
 DEFAULT_SCENARIO_DELAY = 7 * 86400.0
 
 LEVELS = ("express", "standard", "economy")
-_STAGE_CAP = 4.0          # no stage lasts longer than 4x its (scenario-adjusted) median
+_STAGE_CAP = 3.0          # no stage lasts longer than 3x its (scenario-adjusted) median
 _SIGMA = 0.45             # lognormal spread of a stage duration
 _HICCUP = 0.04            # chance that a stage is hit by a 1.5-3x hiccup (weather, missed connection...)
 
@@ -113,9 +122,10 @@ class Country:
 
     @property
     def tz(self) -> timezone:
-        return timezone(timedelta(hours=self.utc_offset))
+        return _TZ[self.utc_offset]
 
 
+_TZ: dict[float, timezone] = {}
 COUNTRIES: dict[str, Country] = {c.code: c for c in (
     Country("CN", 8, "USD", ("Shenzhen Longhua Sorting Centre", "Guangzhou Baiyun Sorting Centre",
                              "Yiwu Consolidation Centre", "Shanghai Songjiang Sorting Centre"),
@@ -184,6 +194,7 @@ CORRIDORS: tuple[Corridor, ...] = (
     Corridor("CN", "NZ", 3, (("DHL Express",), ("YunExpress", "Cainiao"), ("China Post",)), (34, 70, 230)),
 )
 _CORRIDOR_WEIGHTS = [c.weight for c in CORRIDORS]
+_TZ.update({c.utc_offset: timezone(timedelta(hours=c.utc_offset)) for c in COUNTRIES.values()})
 
 _POSTAL = {"China Post", "Korea Post", "Japan Post", "Royal Mail International", "Deutsche Post", "USPS",
            "Canada Post"}
@@ -228,44 +239,27 @@ _SEIZED_PROB = 0.02            # of inspected parcels
 _REJECTED_PROB = 0.003         # import declaration rejected -> returned
 _CANCELLED_ORDER_PROB = 0.04   # an extra order that is placed and cancelled, never shipped
 _NO_PROMISE_PROB = 0.2
-_PROMISE_BUFFER = 1.3
+_PROMISE_BUFFER = (1.4, 1.4, 1.55)   # promise = median door-to-door x buffer + a day: ~5-12 % late
 _PROMISE_EXTRA_DAYS = 1
 _NO_VALUE_PROB = 0.1
 _NO_ITEMS_PROB = 0.1
 
 _BACKLOG = (5.0, 10.0)         # customs-backlog: factor on CN-AU import customs stages
 _BACKLOG_HOLD_PROB = 0.6
-_LINEHAUL_DELAY = (3.0, 6.0)   # linehaul-delay: factor on CN-US linehaul
+_LINEHAUL_DELAY = (48.0, 144.0)  # linehaul-delay: extra hours on CN-US linehaul (air capacity crunch)
 _LASTMILE_FAIL_PROB = 0.5      # last-mile-failures: first attempt failure in GB
 _LASTMILE_RETRY = 2.0
 
 _EVENT_NS = uuid.UUID("6f1c9a52-4d0e-5a43-9a1e-0c0a7d1b2c3d")
+_EVENT_NS_BYTES = _EVENT_NS.bytes
 
 
 def _promise_days(corridor: Corridor, level: int) -> int:
-    """Whole days promised at checkout: the median door-to-door time plus a 30 % buffer, rounded up."""
+    """Whole days promised at checkout: the median door-to-door time plus a buffer, rounded up."""
     hours = (_HANDLING[level] + _PICKUP[level] + _EXPORT_LODGE[level] + _EXPORT_CLEAR[level]
              + _TO_DEPART[level] + corridor.linehaul_h[level] + _IMPORT_LODGE[level] + _RISK[level]
              + _RELEASE[level] + _TO_OFD[level] + _DELIVER[level])
-    return math.ceil(hours * _PROMISE_BUFFER / 24) + _PROMISE_EXTRA_DAYS
-
-
-def _max_history_seconds() -> float:
-    """Upper bound of one history's span by construction (every stage is capped at _STAGE_CAP x median)."""
-    worst = 0.0
-    for c in CORRIDORS:
-        for lv in range(3):
-            imp = max(_BACKLOG) * (_IMPORT_LODGE[lv] + _RISK[lv] + max(_INSPECTION[lv], _SEIZE[lv])
-                                   + _DUTY_ASSESS[lv] + _DUTY_PAY[lv] + _RELEASE[lv])
-            hours = (12 * 2 + 6 + _HANDLING[lv] + _PICKUP[lv] + _EXPORT_LODGE[lv] + _EXPORT_CLEAR[lv]
-                     + _TO_DEPART[lv] + c.linehaul_h[lv] * max(_LINEHAUL_DELAY) + imp + _TO_OFD[lv]
-                     + 2 * _FAIL[lv] + _RETRY[lv] * _LASTMILE_RETRY + _RETURN[lv] + _LOST[lv])
-            worst = max(worst, hours)
-    return worst * _STAGE_CAP * 3600.0
-
-
-#: No history spans more event time than this (orders placed -> terminal event).
-MAX_HISTORY_SECONDS = _max_history_seconds()
+    return math.ceil(hours * _PROMISE_BUFFER[level] / 24) + _PROMISE_EXTRA_DAYS
 
 
 # ---- one history as a compact plan -----------------------------------------------------------------
@@ -391,10 +385,10 @@ def _plan(seed: int, n: int, arrival: float, scenario: str, scenario_start: floa
         steps.append((clock.after(_LOST[lv]), S, "lost", None))
         return _sorted(plan)
 
-    linehaul = 1.0
+    linehaul = corridor.linehaul_h[lv]
     if scenario == "linehaul-delay" and corridor.name == "CN-US" and departed >= scenario_start:
-        linehaul = rng.uniform(*_LINEHAUL_DELAY)
-    arrived = clock.after(corridor.linehaul_h[lv], linehaul)
+        linehaul += rng.uniform(*_LINEHAUL_DELAY)
+    arrived = clock.after(linehaul)
     steps.append((arrived, S, "arrived_destination", "in_gw"))
 
     # Import customs.
@@ -437,7 +431,16 @@ def _plan(seed: int, n: int, arrival: float, scenario: str, scenario_start: floa
 
 
 def _sorted(plan: _Plan) -> _Plan:
-    plan.steps.sort(key=lambda s: s[0])  # stable: the shipment chain is already strictly increasing
+    steps = plan.steps
+    steps.sort(key=lambda s: s[0])  # stable: the shipment chain is already strictly increasing
+    first, span = steps[0][0], steps[-1][0] - steps[0][0]
+    if span > MAX_HISTORY_SECONDS:  # the rare extreme tail (< 1 in 1000): squeeze it to fit, keeping order
+        k = MAX_HISTORY_SECONDS / span
+        plan.steps = [(first + int((s[0] - first) * k),) + s[1:] for s in steps]
+        for o in plan.orders:
+            if o["promised"] is not None:  # promised stays relative to placement, like the checkout did
+                o["promised"] = o["promised"] - o["placed"] + first + int((o["placed"] - first) * k)
+            o["placed"] = first + int((o["placed"] - first) * k)
     return plan
 
 
@@ -445,11 +448,20 @@ def _iso(at: float, tz: timezone) -> str:
     return datetime.fromtimestamp(at, tz).isoformat()
 
 
+def _event_id(name: str) -> str:
+    """uuid.uuid5(_EVENT_NS, name) as a string, without the UUID object (a third of the generation time)."""
+    b = bytearray(hashlib.sha1(_EVENT_NS_BYTES + name.encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    x = b.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def _materialize(plan: _Plan, index: int) -> SimEvent:
     at, kind, event_type, extra = plan.steps[index]
     corridor = plan.corridor
     origin, dest = COUNTRIES[corridor.origin], COUNTRIES[corridor.destination]
-    event_id = str(uuid.uuid5(_EVENT_NS, f"{plan.seed}/{plan.n}/{index}"))
+    event_id = _event_id(f"{plan.seed}/{plan.n}/{index}")
     if kind == "orders":
         o = plan.orders[extra]
         value = {"event_id": event_id, "order_id": o["order_id"], "event_type": event_type,
@@ -610,8 +622,13 @@ def run(settings, *, rate: float | None, shipments: int | None, seed: int, scena
                        reorder_rate=reorder_rate, arrival_interval=layout["arrival_interval"],
                        scenario_start=layout["scenario_start"])
 
+    skipped = 0.0  # event time jumped over while nothing was due (the tail of a bounded run)
+
+    def compressed_clock(w: float) -> float:
+        return t0 + skipped + speedup * (w - wall0)
+
     def sim_clock(w: float) -> float:
-        return w if rate is None else min(w, t0 + speedup * (w - wall0))
+        return w if rate is None else min(w, compressed_clock(w))
 
     if echo:
         pace = "as fast as possible" if rate is None else f"{rate:g} events/s at {speedup:g}x"
@@ -643,8 +660,13 @@ def run(settings, *, rate: float | None, shipments: int | None, seed: int, scena
                 lag = ev.at - sim_clock(wall)
                 if lag <= 0:
                     break
-                compressed = rate is not None and t0 + speedup * (wall - wall0) < wall
-                stop.wait(min(0.5, lag / speedup if compressed else lag))
+                wait = lag
+                if rate is not None and compressed_clock(wall) < wall:
+                    wait = lag / speedup
+                    if wait > _MAX_IDLE:  # nothing due for a while: skip ahead (still capped at the wall clock)
+                        skipped += (wait - _MAX_IDLE) * speedup
+                        wait = _MAX_IDLE
+                stop.wait(min(0.5, wait))
             if rate is not None and not stop.is_set():
                 now_m = time.monotonic()
                 if next_slot > now_m + 0.01:

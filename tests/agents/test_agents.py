@@ -1,0 +1,136 @@
+"""The two agents end to end in one process: decode, join, timelines, totals, counters, dead letters.
+
+Seams and the way messages are carried between the agents are described in conftest.py. Figures
+are the ones tests/unit/test_semantics.py derives by hand for builders.journey.
+"""
+from builders import HOUR, T0_EPOCH, journey
+from streams.domain.engine import Engine
+from streams.domain.policy import SlaPolicy
+
+DELIVERED = "corridor_shipments_delivered_total"
+EXCEPTIONS = "corridor_shipment_exceptions_total"
+TRANSIT_SUM = "corridor_shipment_transit_seconds_sum"
+DUPLICATE = "corridor_events_duplicate_total"
+CONSUMED = "corridor_events_consumed_total"
+REJECTED = "corridor_events_rejected_total"
+
+
+def reference_totals(events) -> dict:
+    """The pure engine's figures for the same events: the agents must agree with the domain."""
+    eng = Engine(SlaPolicy.load())
+    for kind, ev in events:
+        eng.feed(kind, ev)
+    return eng.totals
+
+
+def assert_complete_journey(w, sid: str) -> None:
+    p = w.partition(sid)
+    key = f"{p}|CN-AU"
+    totals = w.totals()
+    assert list(totals) == [key]
+    tot = totals[key]
+    assert tot["delivered"] == {"standard|true": 1}
+    assert tot["exceptions"] == {"customs_hold": 1}
+    assert tot["transit"]["standard"][-1] == 130 * HOUR
+    assert {stage: row[-1] for stage, row in tot["dwell"].items()} == {
+        "fulfilment": 10 * HOUR, "origin": 20 * HOUR, "linehaul": 50 * HOUR,
+        "customs": 20 * HOUR, "last_mile": 30 * HOUR}
+    state = w.pipe.timelines[sid]
+    assert state["end"] == ["delivered", T0_EPOCH + 130 * HOUR]
+    assert state["observed"] is True and state["p"] == p
+    assert w.sample(DELIVERED, corridor="CN-AU", service_level="standard", on_time="true") == 1
+    assert w.sample(EXCEPTIONS, corridor="CN-AU", type="customs_hold") == 1
+    assert w.sample(TRANSIT_SUM, corridor="CN-AU", service_level="standard") == 130 * HOUR
+
+
+async def test_complete_journey_through_both_agents(worker):
+    events = journey("S1", "O1", promised_h=200, hold=True)
+    async with worker() as w:
+        await w.feed_all(events)
+
+        assert_complete_journey(w, "S1")
+        assert {corr for key, corr in (k.split("|") for k in w.totals())} == set(reference_totals(events))
+        assert w.totals()[f"{w.partition('S1')}|CN-AU"] == reference_totals(events)["CN-AU"]
+        # the join went through the internal topics, keyed for co-partitioning
+        links = w.producer.sent_to(w.settings.topic_order_links)
+        forwards = w.producer.sent_to(w.settings.topic_shipment_orders)
+        assert [(s.key, s.partition) for s in links] == [(b"O1", w.partition("O1"))]
+        assert [(s.key, s.partition) for s in forwards] == [(b"S1", w.partition("S1"))]
+        # every totals write went to the changelog partition of the shipment's source partition
+        totals_log = [s for s in w.producer.changelog if s.topic.endswith("-totals-changelog")]
+        assert totals_log and {s.partition for s in totals_log} == {w.partition("S1")}
+        assert w.sample(CONSUMED, topic="shipments") == 5
+        assert w.sample(CONSUMED, topic="customs-events") == 3
+        assert w.sample(CONSUMED, topic="orders") == 1
+
+        # a worker exports only the partitions it owns
+        others = {tp for tp in w.app.assignor.assigned_actives() if tp.partition != w.partition("S1")}
+        w.app.assignor.assigned_actives = lambda: set(others)
+        assert w.sample(DELIVERED, corridor="CN-AU", service_level="standard", on_time="true") is None
+
+
+async def test_duplicates_are_counted_and_change_nothing(worker):
+    events = journey("S1", "O1", promised_h=200, hold=True)
+    by_kind = {k: sum(1 for kind, _ in events if kind == k) for k in ("orders", "shipments", "customs")}
+    assert by_kind == {"orders": 1, "shipments": 5, "customs": 3}
+    async with worker() as w:
+        await w.feed_all(events)
+        before = w.totals()
+        sent_before = len(w.producer.sent)
+
+        await w.feed_all(events)
+
+        assert w.sample(DUPLICATE, topic="shipments") == by_kind["shipments"]
+        assert w.sample(DUPLICATE, topic="customs-events") == by_kind["customs"]
+        assert w.sample(DUPLICATE, topic="orders") == by_kind["orders"]
+        assert w.sample(CONSUMED, topic="shipments") == 2 * by_kind["shipments"]
+        assert w.totals() == before
+        assert len(w.producer.sent) == sent_before          # no new links or forwards
+        assert_complete_journey(w, "S1")
+
+
+async def test_malformed_message_is_dead_lettered_and_processing_goes_on(worker):
+    events = journey("S1", "O1", promised_h=200, hold=True)
+    async with worker() as w:
+        p = w.partition("S1")
+        await w.feed_raw("shipments", b"S1", b"not json", headers=[("trace", b"t-1")])
+
+        assert w.sample(REJECTED, topic="shipments", reason="not_json") == 1
+        assert w.sample(CONSUMED, topic="shipments") == 1
+        assert w.totals() == {} and w.pipe.timelines.get("S1") is None
+        [dead] = w.producer.sent_to("shipments.dlq")
+        assert (dead.key, dead.value) == (b"S1", b"not json")
+        assert dead.headers["corridor.reason"] == b"not_json"
+        assert dead.headers["corridor.source.topic"] == b"shipments"
+        assert dead.headers["corridor.source.partition"] == str(p).encode()
+        assert dead.headers["corridor.source.offset"] == b"0"
+        assert dead.headers["trace"] == b"t-1"          # the original headers are kept
+
+        await w.feed_all(events)
+
+        assert_complete_journey(w, "S1")
+        assert len(w.producer.sent_to("shipments.dlq")) == 1
+        assert w.sample(REJECTED, topic="shipments", reason="not_json") == 1
+
+
+async def test_shipment_before_its_order_gives_the_same_totals(worker):
+    events = journey("S1", "O1", promised_h=200, hold=True)
+    order_first, shipment_first = events, [e for e in events if e[0] != "orders"] + events[:1]
+    assert shipment_first[-1][0] == "orders" and len(shipment_first) == len(events)
+
+    async with worker() as w:
+        await w.feed_all(order_first)
+        in_order = w.totals()
+    async with worker() as w:
+        await w.feed_all(shipment_first[:-1])
+        state = w.pipe.timelines["S1"]
+        assert state["end"][0] == "delivered" and state["observed"] is False
+        assert w.sample(DELIVERED, corridor="CN-AU", service_level="standard", on_time="true") is None
+        # the link reached the order side before the order: nothing to forward yet
+        assert w.producer.sent_to(w.settings.topic_shipment_orders) == []
+
+        await w.feed_all(shipment_first[-1:])
+
+        assert w.totals() == in_order
+        assert_complete_journey(w, "S1")
+        assert w.pipe.timelines["S1"]["late"] == 0
