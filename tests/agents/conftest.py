@@ -17,6 +17,8 @@ How the agents are driven (every seam is named here, so a Faust upgrade that bre
   the partition the real producer would have chosen; that is the whole join, done faithfully.
 * `app.assignor.assigned_actives` is replaced on the instance: with no consumer group there is no
   assignment, and the metrics collector exports only the partitions this worker owns.
+* The stream's iterator instantiates the Kafka consumer (never started); its consumer thread service
+  creates an event loop of its own, which the fixture closes at the end.
 
 Each test runs in its own event loop (`asyncio.run`) with its own app (a unique app id).
 """
@@ -209,7 +211,18 @@ def worker(tmp_path):
                  settings.topic_shipments: "timelines", settings.topic_customs: "timelines",
                  settings.topic_shipment_orders: "timelines"}
         join_orders, timelines = app.agents["join_orders"], app.agents["timelines"]
-        async with join_orders.test_context() as jo, timelines.test_context() as tl:
-            yield Worker(app, settings, producer, {"join_orders": jo, "timelines": tl}, route)
+        try:
+            async with join_orders.test_context() as jo, timelines.test_context() as tl:
+                yield Worker(app, settings, producer, {"join_orders": jo, "timelines": tl}, route)
+        finally:
+            _close_consumer_thread_loop(app)
 
     return start
+
+
+def _close_consumer_thread_loop(app) -> None:
+    """The stream creates the (never started) Kafka consumer, whose thread service made a loop."""
+    thread = getattr(app._consumer, "_thread", None)
+    loop = getattr(thread, "thread_loop", None)
+    if loop is not None and not loop.is_running():
+        loop.close()

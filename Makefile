@@ -1,0 +1,43 @@
+# corridor: `make demo` runs the product, `make test` runs every test. Both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-agents test-e2e bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)  ## create .venv and install corridor with its test tools
+
+demo: $(STAMP)  ## embedded broker + worker + simulator; prints where to look; Ctrl-C stops all
+	$(VENV)/bin/corridor demo
+
+# pytest exits 5 when it collects no tests: that is a failure here, like any non-zero status.
+test: $(STAMP)  ## every test: unit, agents (Faust test helpers), e2e (real broker and workers)
+	$(PYTEST) tests
+
+test-unit: $(STAMP)  ## pure domain, codec, contract, simulator
+	$(PYTEST) tests/unit
+
+test-agents: $(STAMP)  ## the Faust agents through agent.test_context()
+	$(PYTEST) tests/agents
+
+test-e2e: $(STAMP)  ## real broker process, real worker processes
+	$(PYTEST) tests/e2e
+
+bench: $(STAMP)  ## throughput of broker + worker for a simulator run (not part of make test)
+	$(PY) benchmarks/pipeline.py
+
+clean:  ## remove the virtualenv and local data
+	rm -rf $(VENV) corridor-data .pytest_cache
