@@ -23,13 +23,12 @@ from collections import defaultdict
 import faust
 import orjson
 from faust.serializers import codecs
-from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from .codec import Decoder, Rejected
 from .domain import aggregate, orders as order_side, timeline
 from .domain.policy import SlaPolicy
-from .metrics import CorridorCollector, EventCounters
+from .metrics import CorridorCollector, EventCounters, WorkerCollector
 from .settings import Settings
 from .topics import dlq_name
 
@@ -102,6 +101,7 @@ class Pipeline:
         self.registry = CollectorRegistry(auto_describe=False)
         self.counters = EventCounters(self.registry)
         self.registry.register(CorridorCollector(self.snapshot))
+        self.registry.register(WorkerCollector(self.offsets))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes)
                          for kind in settings.input_topics}
         self.kind_of = {name: kind for kind, name in settings.input_topics.items()}
@@ -161,6 +161,17 @@ class Pipeline:
         if now is None:
             return totals, aggregate.OpenGauges(), None
         return totals, aggregate.open_gauges(self.owned_states(owned), now, self.policy), now
+
+    def offsets(self):
+        """(topic, partition, end offset, committed offset) of the stream partitions owned now."""
+        monitor = self.app.monitor
+        consumed = set(self.kind_of)
+        rows = []
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic in consumed and tp in monitor.tp_end_offsets:
+                rows.append((tp.topic, tp.partition, monitor.tp_end_offsets[tp],
+                             monitor.tp_committed_offsets.get(tp)))
+        return rows, len(self.owned_partitions())
 
     # ---- errors -------------------------------------------------------------------------------
     async def reject(self, message, err: Rejected) -> None:
@@ -302,6 +313,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     @app.on_partitions_revoked.connect
     async def _revoked(sender, revoked, **kwargs):
         pipe.on_partitions_revoked(revoked)
+        counters.rebalances.inc()
 
     _register_views(app, pipe)
     return app

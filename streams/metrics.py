@@ -31,6 +31,8 @@ class EventCounters:
         self.rejected = Counter("corridor_events_rejected", "Input messages rejected to the "
                                 "dead-letter topic, by topic and reason.", ["topic", "reason"],
                                 registry=registry)
+        self.rebalances = Counter("corridor_rebalances", "Consumer group rebalances this worker "
+                                  "took part in.", registry=registry)
         self._children: dict = {}
 
     def inc(self, counter: Counter, *labels: str) -> None:
@@ -109,6 +111,34 @@ def families(totals: dict[str, dict], gauges: OpenGauges, now: float | None):
     if now is not None:
         clock.add_metric([], now)
     yield from (in_stage, overdue, excess, bottleneck, clock)
+
+
+class WorkerCollector(Collector):
+    """Consumer lag per topic/partition as Faust knows it, and the partitions this worker owns.
+
+    `offsets()` returns (rows of (topic, partition, end offset, committed offset), active partitions).
+    """
+
+    def __init__(self, offsets: Callable[[], tuple[list[tuple[str, int, int, int | None]], int]]):
+        self._offsets = offsets
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterable:
+        rows, active = self._offsets()
+        lag = GaugeMetricFamily("corridor_consumer_lag", "Messages in the topic partition not yet "
+                                "committed by this worker (end offset - committed offset), for the "
+                                "partitions it owns.", labels=["topic", "partition"])
+        end = GaugeMetricFamily("corridor_consumer_end_offset", "End offset (high watermark) last "
+                                "seen per owned topic partition.", labels=["topic", "partition"])
+        for topic, partition, end_offset, committed in sorted(rows):
+            lag.add_metric([topic, str(partition)], max(0, end_offset - (committed or 0)))
+            end.add_metric([topic, str(partition)], end_offset)
+        assigned = GaugeMetricFamily("corridor_partitions_assigned", "Input partitions this worker "
+                                     "owns (actively processes).")
+        assigned.add_metric([], active)
+        yield from (lag, end, assigned)
 
 
 def _le(bound: float) -> str:

@@ -185,6 +185,21 @@ def test_web_port_serves_no_raw_tables(run):
     assert worker.get("/stats/")[0] == 404
 
 
+def test_consumer_lag_is_zero_once_everything_is_processed(run):
+    worker, counts, _ = run
+    m = poll(lambda: (m := worker.metrics()) and all(
+        v == 0 for v in series(m, "corridor_consumer_lag").values()) and m, 15,
+        what="lag 0 on every partition")
+    lag = series(m, "corridor_consumer_lag")
+    topics = {dict(k)["topic"] for k in lag}
+    assert {"orders", "shipments", "customs-events"} <= topics
+    assert sample(m, "corridor_partitions_assigned") == 4.0
+    ends = {dict(k)["topic"]: 0 for k in series(m, "corridor_consumer_end_offset")}
+    for k, v in series(m, "corridor_consumer_end_offset").items():
+        ends[dict(k)["topic"]] += v
+    assert ends["shipments"] == counts["consumed"]["shipments"]
+
+
 def test_sigkill_and_restart_recover_the_same_figures(run, broker, logdir):
     """Corridor figures come from changelogged tables: a new worker shows exactly the same."""
     worker, _, app_id = run
