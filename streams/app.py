@@ -50,9 +50,22 @@ class _Utf8(codecs.Codec):
 codecs.register("utf8", _Utf8())
 
 
+class Utf8KeyTable(faust.Table):
+    """A Table whose str keys are serialized as plain UTF-8, like the producers' keys.
+
+    Faust derives a table's key serializer from `key_type` (json for str) and ignores the schema's,
+    so changelog keys would be b'"S1"' and `table_route` would hash them to another partition than
+    the one that holds the shipment, sending view requests to the wrong worker.
+    """
+
+    def _serializer_from_type(self, typ):
+        return "utf8" if typ is str else super()._serializer_from_type(typ)
+
+
 def faust_settings(settings: Settings) -> dict:
     """Faust settings for the chosen profile. Embedded-broker workarounds stay in that profile."""
     conf = dict(
+        Table=Utf8KeyTable,
         broker=settings.broker,
         store=settings.store,
         datadir=settings.data_dir,
@@ -233,7 +246,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     pipe.dlq = {name: topic(dlq_name(name)) for name in settings.input_topics.values()}
 
     def table(name: str):
-        return app.Table(name, default=None, partitions=settings.partitions,
+        return app.Table(name, default=None, key_type=str, partitions=settings.partitions,
                          schema=faust.Schema(key_type=str, key_serializer="utf8",
                                              value_serializer="json"))
 

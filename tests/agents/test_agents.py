@@ -134,3 +134,13 @@ async def test_shipment_before_its_order_gives_the_same_totals(worker):
         assert w.totals() == in_order
         assert_complete_journey(w, "S1")
         assert w.pipe.timelines["S1"]["late"] == 0
+
+
+def test_tables_key_by_the_producers_bytes_so_views_route_to_the_owner():
+    """table_route hashes the serialized key: it must be the bytes producers key the topics with."""
+    from streams.app import create_app
+    from streams.settings import Settings
+    app = create_app(Settings(app_id="routing-check"))
+    for table in (app.corridor.timelines, app.corridor.orders, app.corridor.totals):
+        assert table.changelog_topic.key_serializer == "utf8"
+        assert app.router._get_serialized_key(table, "SHP-1-000042") == b"SHP-1-000042"
