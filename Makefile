@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-agents test-e2e bench clean
+.PHONY: help install ops-tools demo test test-unit test-agents test-e2e test-ops dashboards bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ops]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -23,8 +23,11 @@ install: $(STAMP)  ## create .venv and install corridor with its test tools
 demo: $(STAMP)  ## embedded broker + worker + simulator; prints where to look; Ctrl-C stops all
 	$(VENV)/bin/corridor demo
 
+ops-tools:  ## Prometheus, Alertmanager, promtool from Debian (installed when missing)
+	bash .ci/ensure-ops-tools.sh
+
 # pytest exits 5 when it collects no tests: that is a failure here, like any non-zero status.
-test: $(STAMP)  ## every test: unit, agents (Faust test helpers), e2e (real broker and workers)
+test: $(STAMP) ops-tools  ## every test: unit, agents, e2e (real broker and workers), ops (real Prometheus)
 	$(PYTEST) tests
 
 test-unit: $(STAMP)  ## pure domain, codec, contract, simulator
@@ -35,6 +38,12 @@ test-agents: $(STAMP)  ## the Faust agents through agent.test_context()
 
 test-e2e: $(STAMP)  ## real broker process, real worker processes
 	$(PYTEST) tests/e2e
+
+test-ops: $(STAMP) ops-tools  ## alert rules (promtool), dashboards, deploy files, live Prometheus + Alertmanager
+	$(PYTEST) tests/ops
+
+dashboards: $(STAMP)  ## regenerate deploy/grafana/dashboards/*.json from deploy/grafana/dashboards.py
+	$(PY) deploy/grafana/dashboards.py
 
 bench: $(STAMP)  ## throughput of broker + worker for a simulator run (not part of make test)
 	$(PY) benchmarks/pipeline.py

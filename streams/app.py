@@ -81,6 +81,10 @@ def faust_settings(settings: Settings) -> dict:
         key_serializer="utf8",
         value_serializer="raw",
     )
+    from .security import faust_credentials
+    credentials = faust_credentials(settings)
+    if credentials is not None:
+        conf["broker_credentials"] = credentials
     if settings.profile == "embedded":
         # Tansu (docs/broker.md): the group session fixes the join delay (session/2) and the
         # eviction of dead members; batch size 1 works around ListOffsets(latest) returning the last

@@ -273,7 +273,7 @@ class EmbeddedBroker:
 
 
 def create_topics(bootstrap: list[str] | str, topics: dict[str, int], *, compact: set[str] = frozenset(),
-                  timeout: float = 10.0) -> None:
+                  timeout: float = 10.0, client_options: dict | None = None) -> None:
     """Create `topics` (name -> partitions) unless they exist; names in `compact` get cleanup.policy=compact.
 
     Idempotent: an existing topic is left as it is (its partition count is not checked or changed).
@@ -295,7 +295,8 @@ def create_topics(bootstrap: list[str] | str, topics: dict[str, int], *, compact
     with _quiet_kafka_logs(logging.ERROR):
         try:
             admin = KafkaAdminClient(bootstrap_servers=servers, client_id="corridor-create-topics",
-                                     bootstrap_timeout_ms=ms, request_timeout_ms=ms)
+                                     bootstrap_timeout_ms=ms, request_timeout_ms=ms,
+                                     **(client_options or {}))
         except Exception as exc:
             raise BrokerError(f"cannot reach Kafka at {','.join(servers)}: {exc}".replace("\n", " ")) from exc
         try:

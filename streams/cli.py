@@ -125,9 +125,11 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> None:
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
     from .broker import BrokerError, create_topics
+    from .security import kafka_python_options
     try:
         admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                 client_id="corridor-setup", request_timeout_ms=10000)
+                                 client_id="corridor-setup", request_timeout_ms=10000,
+                                 bootstrap_timeout_ms=10000, **kafka_python_options(settings))
     except KafkaError as exc:
         raise BrokerError(f"cannot reach the broker at {settings.broker}: {exc}") from None
     try:
@@ -142,7 +144,8 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> None:
                           f"(CORRIDOR_PARTITIONS), but {detail}")
     missing = {n: c for n, c in topics.items() if n not in existing}
     if missing:
-        create_topics(settings.bootstrap_servers, missing)
+        create_topics(settings.bootstrap_servers, missing,
+                      client_options=kafka_python_options(settings))
 
 
 def run_demo(args: argparse.Namespace) -> int:

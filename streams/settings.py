@@ -10,6 +10,11 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 PROFILES = ("kafka", "embedded")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: Secrets: read from VAR or from the file named by VAR_FILE; never flags (they show in `ps`).
+SECRET_ENV = {"sasl_password": "CORRIDOR_SASL_PASSWORD",
+              "ssl_key_password": "CORRIDOR_SSL_KEY_PASSWORD"}
 
 
 class SettingsError(ValueError):
@@ -45,6 +50,17 @@ class Settings:
     #: Values larger than this many bytes are rejected.
     max_message_bytes: int = field(default=65536, metadata={"env": "CORRIDOR_MAX_MESSAGE_BYTES"})
     log_level: str = field(default="info", metadata={"env": "CORRIDOR_LOG_LEVEL"})
+    # ---- secured clusters (docs/configuration.md) -----------------------------------------
+    security_protocol: str = field(default="PLAINTEXT", metadata={"env": "CORRIDOR_SECURITY_PROTOCOL"})
+    sasl_mechanism: str = field(default="PLAIN", metadata={"env": "CORRIDOR_SASL_MECHANISM"})
+    sasl_username: str = field(default="", metadata={"env": "CORRIDOR_SASL_USERNAME"})
+    #: From CORRIDOR_SASL_PASSWORD or the file named by CORRIDOR_SASL_PASSWORD_FILE; never printed.
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = field(default="", metadata={"env": "CORRIDOR_SSL_CAFILE"})
+    ssl_certfile: str = field(default="", metadata={"env": "CORRIDOR_SSL_CERTFILE"})
+    ssl_keyfile: str = field(default="", metadata={"env": "CORRIDOR_SSL_KEYFILE"})
+    #: From CORRIDOR_SSL_KEY_PASSWORD or CORRIDOR_SSL_KEY_PASSWORD_FILE; never printed.
+    ssl_key_password: str = field(default="", repr=False)
 
     # ---- derived names ---------------------------------------------------------------
     @property
@@ -89,6 +105,20 @@ class Settings:
             raise SettingsError(f"broker {self.broker!r} names no host:port")
         if self.store.split("://")[0] not in ("memory", "rocksdb"):
             raise SettingsError(f"store must be memory:// or rocksdb://, not {self.store!r}")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                                f"not {self.security_protocol!r}")
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise SettingsError(f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}, "
+                                    f"not {self.sasl_mechanism!r}")
+            if not self.sasl_username or not self.sasl_password:
+                raise SettingsError("SASL needs CORRIDOR_SASL_USERNAME and CORRIDOR_SASL_PASSWORD "
+                                    "(or CORRIDOR_SASL_PASSWORD_FILE)")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise SettingsError(f"{name} {path} is not a readable file")
         return self
 
     @classmethod
@@ -104,8 +134,24 @@ class Settings:
                     values[f.name] = _coerce(f.type, raw)
                 except ValueError:
                     raise SettingsError(f"{env}={raw!r} is not a valid {f.type}") from None
+        for name, env in SECRET_ENV.items():
+            values[name] = _secret(environ, env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validate()
+
+
+def _secret(environ: Mapping[str, str], env: str) -> str:
+    """A secret from VAR, or from the file VAR_FILE names (Kubernetes/Docker secrets)."""
+    if environ.get(env):
+        return environ[env]
+    path = environ.get(f"{env}_FILE")
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise SettingsError(f"{env}_FILE={path}: cannot read it ({exc.strerror})") from None
 
 
 def _coerce(typ: str, raw: str):
@@ -118,4 +164,5 @@ def _coerce(typ: str, raw: str):
 
 def env_table() -> list[tuple[str, str, str]]:
     """(env var, default, description) rows for the README's configuration reference."""
-    return [(f.metadata["env"], repr(f.default), f.name) for f in fields(Settings)]
+    rows = [(f.metadata["env"], repr(f.default), f.name) for f in fields(Settings) if "env" in f.metadata]
+    return rows + [(env, "''", f"{name} (or {env}_FILE)") for name, env in SECRET_ENV.items()]
