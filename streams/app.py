@@ -34,7 +34,7 @@ from .topics import dlq_name
 
 log = logging.getLogger("corridor")
 
-CLOCK_PERSIST_SECONDS = 1.0      # the clock row is written at most this often per partition
+CLOCK_PERSIST_SECONDS = 1.0      # how often a worker shares its partitions' clocks
 
 
 class _Utf8(codecs.Codec):
@@ -124,9 +124,9 @@ class Pipeline:
         self.kind_of = {name: kind for kind, name in settings.input_topics.items()}
         self.kind_of[settings.topic_shipment_orders] = "forwarded"
         self.kind_of[settings.topic_order_links] = "link"
-        self._clock_written: dict[int, float] = {}
         self._clock: dict[int, float] = {}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
+        self.assigned = False                      # has the group given this worker an assignment
         self._last_reject_log = 0.0
         self._suppressed = 0
 
@@ -141,7 +141,7 @@ class Pipeline:
     def stream_time(self, owned: set[int]) -> float | None:
         """The event-time clock over the partitions this worker owns (see docs/semantics.md)."""
         self._scan_clock(owned)
-        latest = max((t for p, t in self.clock.items() if int(p) in owned), default=None)
+        latest = max((t for t in self.clock.values() if t is not None), default=None)
         local = max((t for p, t in self._clock.items() if p in owned), default=None)
         candidates = [t for t in (latest, local) if t is not None]
         return aggregate.event_now(max(candidates) if candidates else None, time.time(),
@@ -150,8 +150,8 @@ class Pipeline:
     def _scan_clock(self, owned: set[int]) -> None:
         """Once per partition assignment, take the latest event time from the recovered timelines.
 
-        The clock row is persisted at most once a second, so after a restart or a rebalance it may
-        lag; the timelines hold each shipment's latest event time exactly.
+        The shared clock is written once a second, so after a restart or a rebalance it may lag;
+        the timelines hold each shipment's latest event time exactly.
         """
         todo = owned - self._clock_scanned
         if not todo or self.app.rebalancing or getattr(self.app, "in_recovery", False):
@@ -215,13 +215,15 @@ class Pipeline:
 
     # ---- clock --------------------------------------------------------------------------------
     def advance_clock(self, partition: int, t: float) -> None:
-        if t <= self._clock.get(partition, float("-inf")):
-            return
-        self._clock[partition] = t
-        wall = time.monotonic()
-        if wall - self._clock_written.get(partition, 0.0) >= CLOCK_PERSIST_SECONDS:
-            self.clock[str(partition)] = t
-            self._clock_written[partition] = wall
+        if t > self._clock.get(partition, float("-inf")):
+            self._clock[partition] = t
+
+    def persist_clock(self) -> None:
+        """Share this worker's partition clocks with every worker (the global `clock` table)."""
+        for p in self.owned_partitions():
+            t = self._clock.get(p)
+            if t is not None and t > (self.clock.get(f"p{p}") or float("-inf")):
+                self.clock[f"p{p}"] = t
 
 
 def _now_iso() -> str:
@@ -257,7 +259,11 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     pipe.timelines = table("timelines")
     pipe.orders = table("orders")
     pipe.totals = table("totals")
-    pipe.clock = table("clock")
+    # The stream clock: one small value per partition that every worker reads (docs/semantics.md).
+    # One partition and recovery_buffer_size=1, as faust's GlobalTable docs advise for several
+    # workers; written by a timer (use_partitioner: no stream event needed).
+    pipe.clock = app.GlobalTable("clock", default=None, partitions=1, recovery_buffer_size=1,
+                                 use_partitioner=True, key_type=str, value_type=float)
     counters = pipe.counters
 
     def decode(kind: str, message):
@@ -326,6 +332,14 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 await links.send(key=oid, value=orjson.dumps({"order_id": oid, "shipment_id": sid}))
 
     _ = (in_orders, in_shipments, in_customs)   # declared so Faust knows their partition counts
+
+    @app.timer(CLOCK_PERSIST_SECONDS)
+    async def share_clock():
+        pipe.persist_clock()
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender, assigned, **kwargs):
+        pipe.assigned = True
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender, revoked, **kwargs):

@@ -19,9 +19,11 @@ def register(app, pipe) -> None:
 
     @app.page("/health")
     async def health(web, request):
-        owned = sorted(pipe.owned_partitions()) if app.assignor else []
+        # Ready = in the group with an assignment (possibly none: a worker beyond the partition
+        # count, or kept as a standby by the sticky assignor), tables recovered, not rebalancing.
+        owned = sorted(pipe.owned_partitions()) if pipe.assigned else []
         recovered = app.tables.recovery.completed.is_set()
-        ready = bool(owned) and recovered and not app.rebalancing
+        ready = pipe.assigned and recovered and not app.rebalancing
         body = {"status": "ready" if ready else "starting", "partitions": owned,
                 "recovering": not recovered, "rebalancing": bool(app.rebalancing)}
         return web.json(body, status=200 if ready else 503)

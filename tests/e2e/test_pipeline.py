@@ -10,37 +10,15 @@ The event set (hours after T0 = 2025-03-01T00:00Z; see tests/builders.journey):
   S5/O5 US-MX express (policy: 72 h), in linehaul since h30                  -> open, overdue
 Arrival order is adversarial: all customs events first, then shipment events, then the orders.
 """
-import orjson
 import pytest
 
-from builders import HOUR, T0_EPOCH, customs, journey, ship
-from harness import Worker, consume_all, poll, produce, sample, series, unique_app_id
+from builders import HOUR, T0_EPOCH
+from harness import Worker, consume_all, poll, sample, series, unique_app_id
+from scenarios import corridor_view, produce_adversarial
 
 pytestmark = pytest.mark.e2e
 
 H = HOUR
-
-
-def dataset():
-    return (journey("S1", "O1", promised_h=200, hold=True)
-            + journey("S2", "O2", seller="DE", buyer="US", sl="express", delivered=125.0)
-            + journey("S3", "O3", seller="CN", buyer="US", sl="economy", end="returned")
-            + journey("S4", "O4", promised_h=150, released=None, delivered=None)
-            + journey("S5", "O5", seller="US", buyer="MX", sl="express", arrived=None,
-                      released=None, delivered=None))
-
-
-CORRIDOR_FAMILIES = ("corridor_shipments_delivered_total", "corridor_shipment_exceptions_total",
-                     "corridor_shipment_transit_seconds_sum", "corridor_shipment_transit_seconds_count",
-                     "corridor_shipment_transit_seconds_bucket", "corridor_stage_dwell_seconds_sum",
-                     "corridor_stage_dwell_seconds_count", "corridor_stage_dwell_seconds_bucket",
-                     "corridor_shipments_in_stage", "corridor_shipments_overdue",
-                     "corridor_stage_excess_seconds", "corridor_bottleneck_stage",
-                     "corridor_stream_time_seconds")
-
-
-def corridor_view(metrics):
-    return {k: v for k, v in metrics.items() if k[0] in CORRIDOR_FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -48,31 +26,7 @@ def run(broker, logdir):
     """Produce the data set in phases against one worker; yield (worker, counts, app_id)."""
     app_id = unique_app_id()
     worker = Worker(broker.url, app_id, logdir).start()
-    events = dataset()
-    by_kind = {k: [(k, e) for kk, e in events if kk == k] for k in ("customs", "shipments", "orders")}
-    consumed = {"customs": 0, "shipments": 0, "orders": 0}
-    topic = {"customs": "customs-events", "shipments": "shipments", "orders": "orders"}
-
-    def phase(items):
-        for kind, *_ in items:
-            consumed[kind] += 1
-        produce(broker.bootstrap, items)
-        def caught_up():
-            m = worker.metrics()
-            return all(sample(m, "corridor_events_consumed_total", topic=topic[k]) == n
-                       for k, n in consumed.items() if n)
-        poll(caught_up, 30, what="worker consumed every message")
-
-    phase(by_kind["customs"])
-    phase(by_kind["shipments"])
-    phase(by_kind["orders"])
-    s1 = [(k, e) for k, e in events if e.get("shipment_id") == "S1" or e.get("order_id") == "O1"]
-    bad_customs = customs("S1", "released", 1.0)
-    bad_customs["occurred_at"] = "2025-03-01T10:00:00"          # no UTC offset
-    phase(s1 + [("shipments", b"not json", "S-bad"),
-                ("customs", orjson.dumps(bad_customs), "S1"),
-                ("shipments", ship("S3", "out_for_delivery", 140.0))])
-    counts = {"s1": {k: sum(1 for kk, _ in s1 if kk == k) for k in topic}, "consumed": consumed}
+    counts = produce_adversarial(broker, [worker])
     yield worker, counts, app_id
     worker.stop()
 
