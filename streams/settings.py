@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 PROFILES = ("kafka", "embedded")
+LOG_LEVELS = ("crit", "error", "warn", "info", "debug")      # Faust's names
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: Secrets: read from VAR or from the file named by VAR_FILE; never flags (they show in `ps`).
@@ -105,6 +106,8 @@ class Settings:
             raise SettingsError(f"broker {self.broker!r} names no host:port")
         if self.store.split("://")[0] not in ("memory", "rocksdb"):
             raise SettingsError(f"store must be memory:// or rocksdb://, not {self.store!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if self.security_protocol not in SECURITY_PROTOCOLS:
             raise SettingsError(f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
                                 f"not {self.security_protocol!r}")
