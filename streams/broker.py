@@ -173,8 +173,20 @@ class EmbeddedBroker:
         """Start the broker and return once it answers as *our* cluster; BrokerError otherwise."""
         if self.running:
             raise BrokerError(f"embedded broker already running on port {self.port} (pid {self.pid})")
-        if self.port == 0:
+        if self.port != 0:
+            return self._start_on_port(timeout)
+        # A free port can be taken by someone else before Tansu binds it: try a few fresh ones.
+        for attempt in range(3):
             self.port = _free_port(self.host)
+            try:
+                return self._start_on_port(timeout)
+            except BrokerError:
+                if attempt == 2:
+                    self.port = 0
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_on_port(self, timeout: float) -> "EmbeddedBroker":
         if _accepting(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use; pick another with --port")
         try:

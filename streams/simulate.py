@@ -25,18 +25,19 @@ once events are recent, Settings.live_lag_seconds), but a real history takes day
 - The simulated world starts at `start` = T0, in the past: by default 30 days before now for an open-ended
   run, and for a run bounded by `shipments` far enough back (arrival span + MAX_HISTORY_SECONDS, 75 days)
   that every history completes before now.
-- The simulated clock runs at `speedup` x wall time from T0 and is capped at the wall clock:
-  ``clock(w) = min(w, T0 + skipped + speedup * (w - w0))``. An event is published only once its event time
-  is at or behind that clock, so no event is ever stamped in the future. At the default 3600x (an hour
-  per second) an express history plays out in about a minute and an economy one in under ten.
-  When nothing is due for more than a wall second at `speedup` (the sparse tail of a bounded run), the
-  clock skips ahead (`skipped`) instead of idling; the cap still holds.
-- Shipments arrive as a Poisson process whose rate is chosen so that, in steady state, the stream carries
-  about `rate` events per wall second at `speedup` (about 13.6 events per shipment); `rate` also caps
-  the publish rate (a token bucket). `rate=None` means as fast as possible: no pacing, the clock is the
-  wall clock, shipments arrive every DEFAULT_ARRIVAL_INTERVAL simulated seconds on average.
-- An open-ended run therefore replays ~30 days at `speedup` (12 minutes at the defaults) and then goes
-  on in real time: shipments keep arriving and progressing, but at the real-world pace (a trickle of
+- Events are published in stream order at `rate` events per wall second (a token bucket), and an event is
+  never published before its event time has passed on the wall clock. So simulated time advances as fast
+  as the publish rate carries it, and never runs ahead of the wall clock.
+- Shipments arrive as a Poisson process whose rate is chosen so that, once the pipeline is full, `rate`
+  events per wall second carry simulated time at `speedup` x wall time (about 13.6 events per shipment):
+  mean gap = 13.6 * speedup / rate simulated seconds. At the default 3600x (an hour per second) an express
+  history plays out in about a minute and an economy one in under ten. While the pipeline fills, and as
+  a bounded run drains, there are fewer events per simulated hour, so simulated time moves faster then.
+  A bounded run thus takes about (events / rate) wall seconds.
+- `rate=None` means as fast as possible: no pacing; shipments arrive every DEFAULT_ARRIVAL_INTERVAL
+  simulated seconds on average.
+- An open-ended run therefore replays ~30 days quickly (about 9 minutes at the defaults) and then goes on
+  in real time: shipments keep arriving and progressing, but at the real-world pace (a trickle of
   events). Pass an earlier `start` (CLI: --backfill-days) for a longer demo at full rate.
 - Scenarios start some time after T0 (7 days for open-ended runs, a third of the arrival span for
   bounded ones), so the figures first show the baseline and then the disruption building up.
@@ -53,16 +54,18 @@ import hashlib
 import heapq
 import math
 import signal
+import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from random import Random
 from typing import Callable, Iterator
 
 __all__ = ["SCENARIOS", "SimEvent", "CORRIDORS", "histories", "run", "add_arguments", "main",
-           "DEFAULT_SPEEDUP", "DEFAULT_RATE", "DEFAULT_ARRIVAL_INTERVAL", "MAX_HISTORY_SECONDS"]
+           "plan_clock", "DEFAULT_SPEEDUP", "DEFAULT_RATE", "DEFAULT_ARRIVAL_INTERVAL", "EVENTS_PER_SHIPMENT",
+           "MAX_HISTORY_SECONDS"]
 
 SCENARIOS: dict[str, str] = {
     "baseline": "normal operations on every corridor",
@@ -74,7 +77,7 @@ SCENARIOS: dict[str, str] = {
                           "(out_for_delivery after the scenario starts)",
 }
 
-#: Simulated seconds per wall second in run() by default: one simulated hour per second.
+#: run(): simulated seconds per wall second once the pipeline is full (it sets the arrival rate): an hour a second.
 DEFAULT_SPEEDUP = 3600.0
 #: Default publish rate of the CLI (events per wall second).
 DEFAULT_RATE = 200.0
@@ -87,8 +90,6 @@ DEFAULT_BACKFILL = 30 * 86400.0
 #: No history spans more event time than this (first order -> terminal event); the rare longer draws are
 #: squeezed to fit, so a bounded run can be placed entirely before now.
 MAX_HISTORY_SECONDS = 75 * 86400.0
-#: run(): when no event is due for longer than this many wall seconds at `speedup`, the clock skips ahead.
-_MAX_IDLE = 1.0
 #: Default delay of a scenario's start after T0 for an open-ended run.
 DEFAULT_SCENARIO_DELAY = 7 * 86400.0
 
@@ -105,6 +106,8 @@ class SimEvent:
     key: str
     value: dict
     at: float  # event time (= occurred_at), epoch seconds
+    #: True on the re-emitted copy of an event (duplicate_rate). Not part of equality or of the message.
+    duplicate: bool = field(default=False, compare=False)
 
 
 # ---- the world -------------------------------------------------------------------------------------
@@ -566,7 +569,7 @@ def histories(seed: int, shipments: int | None, *, scenario: str = "baseline", s
         if may_duplicate and duplicate_rate and noise.random() < duplicate_rate:
             seq += 1
             delay = min(6 * 3600.0, 1.0 + noise.expovariate(1 / 1800.0))
-            heapq.heappush(heap, (emit_at + delay, seq, None, (event, False)))
+            heapq.heappush(heap, (emit_at + delay, seq, None, (replace(event, duplicate=True), False)))
 
 
 # ---- publishing ------------------------------------------------------------------------------------
@@ -606,13 +609,16 @@ def run(settings, *, rate: float | None, shipments: int | None, seed: int, scena
     import orjson
 
     from .broker import create_topics
+    from .security import kafka_python_options
 
     if rate is not None and rate <= 0:
         rate = None
     if speedup <= 0:
         raise ValueError("speedup must be > 0")
     topics = settings.input_topics
-    create_topics(settings.bootstrap_servers, {name: settings.partitions for name in topics.values()})
+    client_options = kafka_python_options(settings)  # TLS/SASL for a production cluster; PLAINTEXT here
+    create_topics(settings.bootstrap_servers, {name: settings.partitions for name in topics.values()},
+                  client_options=client_options)
 
     wall0 = time.time()
     layout = plan_clock(now=wall0, rate=rate, shipments=shipments, speedup=speedup, start=start,
@@ -622,51 +628,40 @@ def run(settings, *, rate: float | None, shipments: int | None, seed: int, scena
                        reorder_rate=reorder_rate, arrival_interval=layout["arrival_interval"],
                        scenario_start=layout["scenario_start"])
 
-    skipped = 0.0  # event time jumped over while nothing was due (the tail of a bounded run)
-
-    def compressed_clock(w: float) -> float:
-        return t0 + skipped + speedup * (w - wall0)
-
-    def sim_clock(w: float) -> float:
-        return w if rate is None else min(w, compressed_clock(w))
-
     if echo:
-        pace = "as fast as possible" if rate is None else f"{rate:g} events/s at {speedup:g}x"
+        pace = "as fast as possible" if rate is None else f"{rate:g} events/s, ~{speedup:g}x"
         echo(f"corridor simulate: seed {seed}, scenario {scenario}, "
              f"{'until Ctrl-C' if shipments is None else f'{shipments} shipments'}, {pace}; event time from "
              f"{_iso(t0, timezone.utc)} (scenario from {_iso(layout['scenario_start'], timezone.utc)}) "
              f"to {', '.join(topics.values())} on {settings.broker}")
 
+    failures: list[BaseException] = []
+    # acks=1 and no idempotence: Tansu cannot InitProducerId (docs/broker.md §4); duplicates are part of
+    # the contract anyway (consumers dedupe by event_id).
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, client_id="corridor-simulate",
+                             acks=1, linger_ms=20, batch_size=256 * 1024, enable_idempotence=False,
+                             key_serializer=lambda k: k.encode("utf-8"), value_serializer=orjson.dumps,
+                             **client_options)
     stop = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stop.set())
 
-    failures: list[BaseException] = []
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, client_id="corridor-simulate",
-                             acks=1, linger_ms=20, batch_size=256 * 1024, enable_idempotence=False,
-                             key_serializer=lambda k: k.encode("utf-8"), value_serializer=orjson.dumps)
     counts = {name: 0 for name in topics.values()}
-    events = completed = started_n = 0
+    events = completed = started_n = duplicates = 0
     last_at = None
     next_slot = time.monotonic()
     next_progress = time.monotonic() + progress_every
     try:
         for ev in stream:
-            # Never publish an event stamped ahead of the simulated clock (which never passes the wall clock).
+            # Never publish an event stamped in the future: once the stream has caught up with now,
+            # it follows the wall clock (real time).
             while not stop.is_set():
-                wall = time.time()
-                lag = ev.at - sim_clock(wall)
+                lag = ev.at - time.time()
                 if lag <= 0:
                     break
-                wait = lag
-                if rate is not None and compressed_clock(wall) < wall:
-                    wait = lag / speedup
-                    if wait > _MAX_IDLE:  # nothing due for a while: skip ahead (still capped at the wall clock)
-                        skipped += (wait - _MAX_IDLE) * speedup
-                        wait = _MAX_IDLE
-                stop.wait(min(0.5, wait))
+                stop.wait(min(0.5, lag))
             if rate is not None and not stop.is_set():
                 now_m = time.monotonic()
                 if next_slot > now_m + 0.01:
@@ -680,7 +675,9 @@ def run(settings, *, rate: float | None, shipments: int | None, seed: int, scena
             events += 1
             last_at = ev.at if last_at is None else max(last_at, ev.at)
             etype = ev.value["event_type"]
-            if ev.topic == "shipments":
+            if ev.duplicate:
+                duplicates += 1
+            elif ev.topic == "shipments":
                 if etype == "label_created":
                     started_n += 1
                 elif etype in ("delivered", "returned", "lost"):
@@ -698,7 +695,7 @@ def run(settings, *, rate: float | None, shipments: int | None, seed: int, scena
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
     summary = {
-        "events": events, "shipments": completed, "shipments_started": started_n,
+        "events": events, "shipments": completed, "shipments_started": started_n, "duplicates": duplicates,
         "seconds": round(time.time() - wall0, 3), "topics": counts, "failed": len(failures),
         "seed": seed, "scenario": scenario, "interrupted": stop.is_set(),
         "event_time_start": _iso(t0, timezone.utc),
@@ -735,8 +732,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", choices=list(SCENARIOS), default="baseline",
                         help="; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
     parser.add_argument("--speedup", type=_positive, default=DEFAULT_SPEEDUP,
-                        help=f"simulated seconds per wall second while the simulated clock is behind now "
-                             f"(default {DEFAULT_SPEEDUP:g}: an hour per second)")
+                        help=f"simulated seconds per wall second at --rate once the pipeline is full; sets how "
+                             f"many shipments start per simulated day (default {DEFAULT_SPEEDUP:g}: an hour per "
+                             f"second)")
     parser.add_argument("--duplicates", type=_fraction, default=0.0,
                         help="fraction of events re-sent verbatim later (same event_id), e.g. 0.02")
     parser.add_argument("--reorder", type=_fraction, default=0.0,
@@ -754,18 +752,19 @@ def main(settings, args: argparse.Namespace) -> int:
     if getattr(args, "backfill_days", None):
         start = time.time() - args.backfill_days * 86400
     if args.shipments is not None and args.shipments < 0:
-        print("corridor simulate: --shipments must be >= 0")
+        print("corridor simulate: --shipments must be >= 0", file=sys.stderr)
         return 2
     try:
         summary = run(settings, rate=args.rate, shipments=args.shipments, seed=args.seed, scenario=args.scenario,
                       speedup=args.speedup, start=start, duplicate_rate=args.duplicates,
                       reorder_rate=args.reorder, echo=lambda line: print(line, flush=True))
     except BrokerError as exc:
-        print(f"corridor simulate: {exc}", flush=True)
+        print(f"corridor simulate: {exc}", file=sys.stderr, flush=True)
         return 2
     except Exception as exc:  # kafka-python: NoBrokersAvailable-style errors on an unreachable broker
         if type(exc).__module__.startswith("kafka"):
-            print(f"corridor simulate: cannot publish to {settings.broker}: {exc}".splitlines()[0], flush=True)
+            print(f"corridor simulate: cannot publish to {settings.broker}: {exc}".splitlines()[0], file=sys.stderr,
+                  flush=True)
             return 2
         raise
     per_topic = ", ".join(f"{name} {n}" for name, n in summary["topics"].items())

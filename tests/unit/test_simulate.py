@@ -354,7 +354,9 @@ def test_duplicates_are_verbatim_later_copies_at_the_requested_rate():
         if eid in first:
             dups += 1
             assert e == noisy[first[eid]]  # verbatim: same key, value and event time
+            assert e.duplicate and e.value is noisy[first[eid]].value
         else:
+            assert not e.duplicate
             first[eid] = i
     assert 0.035 < dups / len(clean) < 0.065
     assert len(noisy) == len(clean) + dups
