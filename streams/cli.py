@@ -113,6 +113,8 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
         ensure_topics(settings, all_topics(settings))
     except BrokerError as exc:
         raise CliError(str(exc)) from None
+    import prometheus_client
+    prometheus_client.disable_created_metrics()     # *_created series add nothing for our counters
     app = create_app(settings, policy)
     sys.argv = ["corridor", "worker", "-l", settings.log_level, "--web-port", str(settings.web_port),
                 "--web-host", settings.web_host, *faust_args]

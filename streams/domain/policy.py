@@ -25,6 +25,7 @@ class SlaPolicy:
     stage_targets: dict[str, float]                 # stage -> seconds
     corridor_promise: dict[str, dict[str, float]] = field(default_factory=dict)
     corridor_stage_targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    level_stage_targets: dict[str, dict[str, float]] = field(default_factory=dict)  # sl -> stage -> s
 
     def promise_seconds(self, corridor: str, service_level: str) -> float:
         over = self.corridor_promise.get(corridor)
@@ -32,10 +33,14 @@ class SlaPolicy:
             return over[service_level]
         return self.promise.get(service_level, self.promise["standard"])
 
-    def stage_target(self, corridor: str, stage: str) -> float:
+    def stage_target(self, corridor: str, stage: str, service_level: str | None = None) -> float:
+        """Corridor override, else the service level's target, else the default target."""
         over = self.corridor_stage_targets.get(corridor)
         if over and stage in over:
             return over[stage]
+        level = self.level_stage_targets.get(service_level)
+        if level and stage in level:
+            return level[stage]
         return self.stage_targets[stage]
 
     @classmethod
@@ -52,7 +57,10 @@ class SlaPolicy:
     @classmethod
     def from_dict(cls, doc: dict, source: str = "policy") -> "SlaPolicy":
         promise = _hours(doc.get("promise", {}), SERVICE_LEVELS, f"{source} [promise]")
-        targets = _hours(doc.get("stage_targets", {}), STAGES, f"{source} [stage_targets]")
+        section = dict(doc.get("stage_targets", {}))
+        levels = {sl: _hours(section.pop(sl), STAGES, f"{source} [stage_targets.{sl}]")
+                  for sl in SERVICE_LEVELS if isinstance(section.get(sl), dict)}
+        targets = _hours(section, STAGES, f"{source} [stage_targets]")
         missing = [s for s in SERVICE_LEVELS if s not in promise] + [s for s in STAGES if s not in targets]
         if missing:
             raise PolicyError(f"{source}: no default given for {', '.join(missing)}")
@@ -64,7 +72,7 @@ class SlaPolicy:
             if "stage_targets" in section:
                 c_targets[corridor] = _hours(section["stage_targets"], STAGES,
                                              f"{source} [corridor.{corridor}.stage_targets]")
-        return cls(promise, targets, c_promise, c_targets)
+        return cls(promise, targets, c_promise, c_targets, levels)
 
 
 def _hours(section: dict, allowed: tuple[str, ...], where: str) -> dict[str, float]:

@@ -267,8 +267,9 @@ def open_status(state: dict, now: float, policy: SlaPolicy) -> tuple | None:
     corr = corridor(state)
     due = promise(state, policy)
     overdue = due is not None and now > due
-    excess = max(0.0, now - since - policy.stage_target(corr, stage))
-    return corr, service_level(state), stage, since, overdue, excess
+    sl = service_level(state)
+    excess = max(0.0, now - since - policy.stage_target(corr, stage, sl))
+    return corr, sl, stage, since, overdue, excess
 
 
 def describe(state: dict, now: float, policy: SlaPolicy) -> dict:
@@ -288,7 +289,7 @@ def describe(state: dict, now: float, policy: SlaPolicy) -> dict:
             sla = "overdue" if now > due else "on_track"
     stages = []
     for stage, start, seconds in stage_durations(state):
-        target = policy.stage_target(corr, stage)
+        target = policy.stage_target(corr, stage, service_level(state))
         elapsed = seconds if seconds is not None else max(0.0, now - start)
         stages.append({"stage": stage, "started_at": iso(start), "seconds": seconds,
                        "elapsed_seconds": elapsed, "target_seconds": target,

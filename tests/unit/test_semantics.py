@@ -204,8 +204,11 @@ def test_histogram_rows_and_quantile():
 def test_policy_overrides_and_errors(tmp_path):
     assert POLICY.promise_seconds("CN-AU", "express") == 144 * HOUR
     assert POLICY.promise_seconds("DE-US", "express") == 120 * HOUR
-    assert POLICY.stage_target("US-MX", "linehaul") == 48 * HOUR
-    assert POLICY.stage_target("CN-AU", "linehaul") == 96 * HOUR
+    assert POLICY.stage_target("US-MX", "linehaul", "economy") == 48 * HOUR     # corridor override
+    assert POLICY.stage_target("CN-AU", "linehaul", "standard") == 96 * HOUR
+    assert POLICY.stage_target("CN-AU", "linehaul", "economy") == 336 * HOUR    # level target
+    assert POLICY.stage_target("CN-AU", "customs", "express") == 24 * HOUR
+    assert POLICY.stage_target("CN-AU", "customs", "unknown") == 48 * HOUR      # default
     bad = tmp_path / "p.toml"
     bad.write_text("[promise]\nexpress = 1\nstandard = 2\neconomy = 3\n[stage_targets]\nwarehouse = 4\n")
     with pytest.raises(PolicyError, match="unknown key 'warehouse'"):

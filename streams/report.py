@@ -1,0 +1,441 @@
+"""`corridor report`: the corridor SLA figures of an event log, in batch.
+
+The log is read like `corridor replay` reads it (streams/adapters/sources.py), every event goes
+through the worker's Decoder, and the accepted ones are fed to `domain.engine.Engine`: the same
+join and the same definitions of stage, on time, transit and bottleneck as the stream
+(docs/semantics.md). So the counters and histograms here are the ones a worker exports after
+consuming the same log; the JSON output lists them as `metrics` samples, named as on /metrics.
+
+Beyond what the worker exports, the report gives exact percentiles: transit p50/p90/p95 per
+corridor and dwell percentiles per stage, from the per-shipment values (the worker only has
+histogram buckets). "Now" for overdue, open shipments and the bottleneck is the latest event time
+in the log, as the stream clock would be at the end of a replay (override with --now).
+
+Tables are pandas DataFrames (`corridor_table`, `stage_table`); `--plot` draws the on-time rate and
+the stage-dwell breakdown per corridor with matplotlib (no display needed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .cli import CliError
+from .domain import aggregate, timeline
+from .domain.aggregate import OpenGauges
+from .domain.engine import Engine
+from .domain.policy import PolicyError, SlaPolicy
+from .domain.stages import STAGES, iso
+
+OUTPUT_FORMATS = ("table", "csv", "json", "html", "markdown")
+QUANTILES = (0.5, 0.9, 0.95)
+DAY, HOUR = 86400.0, 3600.0
+DEFAULT_TOP_HUMAN = 25      # corridors shown by table / markdown / html unless --top says otherwise
+DEFAULT_TOP_PLOT = 15
+
+NOTES = (
+    "transit = delivered - order_placed of the primary order; on time = delivered at or before the "
+    "promise (docs/semantics.md).",
+    "p50/p90/p95 are exact quantiles of the per-shipment values (linear interpolation between the "
+    "two nearest shipments); Prometheus' histogram_quantile() on the worker's buckets is an estimate.",
+    "A shipment is counted once it has ended and its order is known; the rest are 'open'. Open, "
+    "overdue and bottleneck are as of 'now'.",
+)
+
+
+class ReportError(CliError):
+    """A bad file, mapping or flag; `corridor report` prints it on one line and exits with 2."""
+
+
+@dataclass
+class Report:
+    """The figures of one log. `engine` holds the totals (exactly the worker's) and the states."""
+    engine: Engine
+    now: float | None
+    gauges: OpenGauges
+    transit: dict[str, list[float]] = field(default_factory=dict)
+    dwell: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    events: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=lambda: list(NOTES))
+
+    @property
+    def corridors(self) -> list[str]:
+        names = set(self.engine.totals) | {c for c, _ in self.gauges.in_stage}
+        return sorted(names)
+
+
+def compute(events, policy: SlaPolicy, *, max_events: int = 100, now: float | None = None) -> Report:
+    """Feed (kind, decoded contract event) pairs to an Engine and collect the per-shipment values."""
+    engine = Engine(policy, max_events=max_events)
+    n = 0
+    for kind, event in events:
+        engine.feed(kind, event)
+        n += 1
+    now = engine.latest if now is None else now
+    report = Report(engine, now, engine.gauges(now) if now is not None else OpenGauges(), events=n)
+    transit, dwell = defaultdict(list), defaultdict(list)
+    for state in engine.shipments.values():
+        # The values the observation was made of: an observed shipment's milestones, end and
+        # primary order no longer change (timeline.apply), so the read side gives them back.
+        if not state["observed"] or state["end"] is None or state["end"][0] == "cancelled":
+            continue
+        corr = timeline.corridor(state)
+        for stage, _start, seconds in timeline.stage_durations(state):
+            dwell[(corr, stage)].append(seconds)
+        if state["end"][0] == "delivered":
+            transit[corr].append(state["end"][1] - timeline.primary_order(state)["placed"])
+    report.transit, report.dwell = dict(transit), dict(dwell)
+    _check_consistency(report)
+    return report
+
+
+def _check_consistency(report: Report) -> None:
+    """The per-shipment values must be the observations the totals were made of."""
+    off = []
+    for corr, tot in report.engine.totals.items():
+        counted = sum(sum(row[:-1]) for row in tot["transit"].values())
+        if counted != len(report.transit.get(corr, ())):
+            off.append(corr)
+    if off:
+        report.notes.append(f"per-shipment transit values differ from the observed totals in "
+                            f"{len(off)} corridor(s) ({', '.join(sorted(off)[:5])}): an order's facts "
+                            "changed after its shipment was observed; percentiles use the current facts.")
+
+
+# ---- tables -----------------------------------------------------------------------------------------
+def _quantiles(values) -> dict[str, float | None]:
+    import pandas as pd
+    if not values:
+        return {f"p{int(q * 100)}": None for q in QUANTILES}
+    qs = pd.Series(values, dtype="float64").quantile(list(QUANTILES))
+    return {f"p{int(q * 100)}": float(qs[q]) for q in QUANTILES}
+
+
+def _delivered(tot: dict) -> tuple[int, int]:
+    on_time = sum(n for k, n in tot["delivered"].items() if k.endswith("|true"))
+    late = sum(n for k, n in tot["delivered"].items() if k.endswith("|false"))
+    return on_time, late
+
+
+def corridor_figures(report: Report) -> dict[str, dict]:
+    """corridor -> its figures (JSON-able, seconds)."""
+    g = report.gauges
+    bottlenecks = g.bottlenecks()
+    out = {}
+    for corr in report.corridors:
+        tot = report.engine.totals.get(corr) or aggregate.new_totals()
+        on_time, late = _delivered(tot)
+        by_sl = defaultdict(lambda: {"on_time": 0, "late": 0})
+        for key, n in tot["delivered"].items():
+            sl, flag = key.split("|")
+            by_sl[sl]["on_time" if flag == "true" else "late"] += n
+        t_count = sum(sum(row[:-1]) for row in tot["transit"].values())
+        t_sum = sum(row[-1] for row in tot["transit"].values())
+        values = report.transit.get(corr, [])
+        stages = {}
+        for stage in STAGES:
+            row = tot["dwell"].get(stage)
+            if row is None:
+                continue
+            count, total = sum(row[:-1]), row[-1]
+            stages[stage] = {"count": count, "sum": total, **_quantiles(report.dwell.get((corr, stage), [])),
+                             "mean": total / count if count else None}
+        in_stage = {s: n for (c, s), n in g.in_stage.items() if c == corr}
+        overdue = {sl: n for (c, sl), n in g.overdue.items() if c == corr}
+        out[corr] = {
+            "delivered": on_time + late, "on_time": on_time, "late": late,
+            "on_time_rate": on_time / (on_time + late) if on_time + late else None,
+            "delivered_by_service_level": dict(sorted(by_sl.items())),
+            "transit_seconds": {"count": t_count, "sum": t_sum, **_quantiles(values),
+                                "mean": t_sum / t_count if t_count else None},
+            "stages": stages,
+            "exceptions": dict(sorted(tot["exceptions"].items())),
+            "open": sum(in_stage.values()),
+            "in_stage": {s: in_stage[s] for s in STAGES if s in in_stage},
+            "overdue": sum(overdue.values()),
+            "overdue_by_service_level": dict(sorted(overdue.items())),
+            "excess_seconds": {s: secs for (c, s), secs in sorted(g.excess.items()) if c == corr and secs},
+            "bottleneck": bottlenecks.get(corr),
+        }
+    return out
+
+
+def corridor_table(report: Report, figures: dict | None = None):
+    """One row per corridor, most delivered first (seconds; on_time_rate in 0..1)."""
+    import pandas as pd
+    figures = figures if figures is not None else corridor_figures(report)
+    rows = []
+    for corr, f in figures.items():
+        t = f["transit_seconds"]
+        rows.append({"corridor": corr, "delivered": f["delivered"], "on_time": f["on_time"],
+                     "late": f["late"], "on_time_rate": f["on_time_rate"],
+                     "transit_p50_s": t["p50"], "transit_p90_s": t["p90"], "transit_p95_s": t["p95"],
+                     "transit_mean_s": t["mean"], "exceptions": sum(f["exceptions"].values()),
+                     "open": f["open"], "overdue": f["overdue"], "bottleneck": f["bottleneck"]})
+    cols = ["corridor", "delivered", "on_time", "late", "on_time_rate", "transit_p50_s", "transit_p90_s",
+            "transit_p95_s", "transit_mean_s", "exceptions", "open", "overdue", "bottleneck"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(["delivered", "corridor"], ascending=[False, True], kind="stable") \
+             .reset_index(drop=True)
+
+
+def stage_table(report: Report, figures: dict | None = None):
+    """One row per corridor and stage reached: dwell percentiles (seconds), open shipments there now."""
+    import pandas as pd
+    figures = figures if figures is not None else corridor_figures(report)
+    rows = []
+    for corr, f in figures.items():
+        for stage in STAGES:
+            s = f["stages"].get(stage)
+            now_in = f["in_stage"].get(stage, 0)
+            if s is None and not now_in:
+                continue
+            s = s or {"count": 0, "p50": None, "p90": None, "p95": None, "mean": None}
+            rows.append({"corridor": corr, "stage": stage, "shipments": s["count"],
+                         "dwell_p50_s": s["p50"], "dwell_p90_s": s["p90"], "dwell_p95_s": s["p95"],
+                         "dwell_mean_s": s["mean"], "open_now": now_in,
+                         "excess_now_s": f["excess_seconds"].get(stage, 0.0),
+                         "bottleneck": f["bottleneck"] == stage})
+    cols = ["corridor", "stage", "shipments", "dwell_p50_s", "dwell_p90_s", "dwell_p95_s", "dwell_mean_s",
+            "open_now", "excess_now_s", "bottleneck"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def metric_samples(report: Report) -> list[dict]:
+    """The corridor series as the worker's /metrics has them after the same log (streams/metrics.py)."""
+    from .metrics import families
+    out = []
+    for fam in families(report.engine.totals, report.gauges, report.now):
+        for s in fam.samples:
+            out.append({"name": s.name, "labels": dict(s.labels), "value": s.value})
+    return out
+
+
+def to_json(report: Report, figures: dict | None = None) -> dict:
+    figures = figures if figures is not None else corridor_figures(report)
+    return {
+        "now": iso(report.now), "now_epoch": report.now,
+        "input": {"events": report.events, "rejected": dict(sorted(report.rejected.items()))},
+        "notes": report.notes,
+        "corridors": figures,
+        "metrics": metric_samples(report),
+    }
+
+
+# ---- rendering --------------------------------------------------------------------------------------
+def _human(df, *, stage: bool):
+    """Seconds -> days (transit) or hours (dwell), rates -> %, for people."""
+    out = df.copy()
+    if stage:
+        for c in ("dwell_p50_s", "dwell_p90_s", "dwell_p95_s", "dwell_mean_s", "excess_now_s"):
+            out[c.replace("_s", "_h")] = (out.pop(c) / HOUR).round(1)
+        out["bottleneck"] = out["bottleneck"].map({True: "<-", False: ""})
+        return out[["corridor", "stage", "shipments", "dwell_p50_h", "dwell_p90_h", "dwell_p95_h",
+                    "dwell_mean_h", "open_now", "excess_now_h", "bottleneck"]]
+    out["on_time_%"] = (out.pop("on_time_rate") * 100).round(1)
+    for c in ("transit_p50_s", "transit_p90_s", "transit_p95_s", "transit_mean_s"):
+        out[c.replace("_s", "_d")] = (out.pop(c) / DAY).round(2)
+    out["bottleneck"] = out["bottleneck"].fillna("")
+    return out[["corridor", "delivered", "on_time", "late", "on_time_%", "transit_p50_d", "transit_p90_d",
+                "transit_p95_d", "transit_mean_d", "exceptions", "open", "overdue", "bottleneck"]]
+
+
+def _markdown(df) -> str:
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        return str(v).replace("|", "\\|")
+    head = "| " + " | ".join(df.columns) + " |"
+    sep = "|" + "|".join("---:" if df[c].dtype.kind in "fiu" else "---" for c in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def render(report: Report, fmt: str, *, top: int | None = None, table: str | None = None) -> str:
+    """The report as text in one of OUTPUT_FORMATS. `top` keeps the corridors with the most deliveries
+    (None: all for csv/json, DEFAULT_TOP_HUMAN for the others); `table` picks corridors or stages."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ReportError(f"unknown output format {fmt!r} (expected one of {', '.join(OUTPUT_FORMATS)})")
+    figures = corridor_figures(report)
+    if fmt == "json":
+        if top:
+            keep = set(corridor_table(report, figures)["corridor"].head(top))
+            figures = {c: f for c, f in figures.items() if c in keep}
+        return json.dumps(to_json(report, figures), indent=1, allow_nan=False) + "\n"
+    corr = corridor_table(report, figures)
+    stages = stage_table(report, figures)
+    human = fmt != "csv"
+    if top is None and human:
+        top = DEFAULT_TOP_HUMAN
+    more = 0
+    if top:
+        more = max(0, len(corr) - top)
+        corr = corr.head(top)
+        stages = stages[stages["corridor"].isin(set(corr["corridor"]))]
+        stages = stages.assign(_o=stages["corridor"].map({c: i for i, c in enumerate(corr["corridor"])})) \
+                       .sort_values(["_o"], kind="stable").drop(columns="_o")
+    wanted = [table] if table else (["corridors"] if fmt == "csv" else ["corridors", "stages"])
+    frames = {"corridors": corr, "stages": stages}
+    if fmt == "csv":
+        if len(wanted) != 1:
+            raise ReportError("--format csv writes one table: pick it with --table corridors|stages")
+        return frames[wanted[0]].to_csv(index=False)
+    rej = sum(report.rejected.values())
+    title = (f"corridor report: {report.events} events"
+             + (f" ({rej} rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(report.rejected.items()))
+                + ")" if rej else "")
+             + f"; now = {iso(report.now) or '-'} (latest event time)")
+    footer = [f"... and {more} more corridors (--top 0 shows all)"] if more else []
+    parts = []
+    for name in wanted:
+        df = _human(frames[name], stage=name == "stages")
+        heading = "Corridors" if name == "corridors" else "Stage dwell"
+        if fmt == "table":
+            parts.append(f"{heading}\n{df.to_string(index=False, na_rep='-')}")
+        elif fmt == "markdown":
+            parts.append(f"### {heading}\n\n{_markdown(df)}")
+        else:
+            parts.append(f"<h3>{heading}</h3>\n{df.to_html(index=False, na_rep='', border=0)}")
+    notes = report.notes + footer
+    if fmt == "table":
+        return "\n\n".join([title, *parts, "\n".join(f"note: {n}" for n in notes)]) + "\n"
+    if fmt == "markdown":
+        return "\n\n".join([f"**{title}**", *parts, "\n".join(f"- {n}" for n in notes)]) + "\n"
+    import html
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>corridor report</title></head>"
+            f"<body>\n<p><b>{html.escape(title)}</b></p>\n" + "\n".join(parts)
+            + "\n<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>\n</body></html>\n")
+
+
+def plot(report: Report, path: str | Path, *, top: int = DEFAULT_TOP_PLOT) -> None:
+    """A PNG: on-time rate per corridor (left) and its mean dwell per stage, stacked (right)."""
+    from matplotlib.figure import Figure    # the object API: no pyplot, no display, no global backend
+    figures = corridor_figures(report)
+    corr = corridor_table(report, figures)
+    corr = corr[corr["delivered"] > 0].head(top or None).iloc[::-1]     # biggest at the top
+    names = list(corr["corridor"])
+    fig = Figure(figsize=(13, 1.6 + 0.38 * max(len(names), 1)), layout="constrained")
+    ax_rate, ax_dwell = fig.subplots(1, 2, sharey=True, width_ratios=(1, 1.6))
+    if not names:
+        ax_rate.text(0.5, 0.5, "no delivered shipments", ha="center", va="center")
+    else:
+        rates = (corr["on_time_rate"] * 100).tolist()
+        ax_rate.barh(names, rates, color="#4c72b0")
+        for y, (rate, n) in enumerate(zip(rates, corr["delivered"])):
+            ax_rate.text(min(rate, 100) + 1, y, f"{rate:.0f}% of {n}", va="center", fontsize=8)
+        ax_rate.set_xlim(0, 118)
+        ax_rate.set_xlabel("delivered on time (%)")
+        colors = ("#8172b2", "#64b5cd", "#4c72b0", "#c44e52", "#55a868")
+        left = [0.0] * len(names)
+        for stage, color in zip(STAGES, colors):
+            widths = []
+            for c in names:
+                s = figures[c]["stages"].get(stage)
+                widths.append((s["mean"] or 0.0) / DAY if s else 0.0)
+            if any(widths):
+                ax_dwell.barh(names, widths, left=left, color=color, label=stage)
+                left = [a + b for a, b in zip(left, widths)]
+        ax_dwell.set_xlabel("mean days in each stage (shipments that ended)")
+        ax_dwell.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Corridor SLA: the {len(names)} corridors with most deliveries "
+                 f"(to {iso(report.now) or '-'})")
+    try:
+        fig.savefig(path, format="png", dpi=110)
+    except OSError as exc:
+        raise ReportError(f"cannot write the plot to {path}: {exc.strerror}") from None
+
+
+# ---- CLI glue ---------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `corridor report`."""
+    from .adapters.sources import INPUT_FORMATS
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="event log(s): .jsonl, .csv, .parquet; or feed documents / an export "
+                             "directory with --input-format")
+    parser.add_argument("--input-format", dest="input_format", choices=INPUT_FORMATS, default="auto",
+                        help="how to read FILE (default: from the extension); dcsa, epcis and "
+                             "csv-orders go through the adapters (docs/feeds.md)")
+    parser.add_argument("--mapping", help="mapping TOML for the adapters (csv-orders needs one, e.g. "
+                                          "streams/mappings/olist.toml)")
+    parser.add_argument("--format", dest="format", choices=OUTPUT_FORMATS, default="table",
+                        help="output format (default table)")
+    parser.add_argument("--table", choices=("corridors", "stages"),
+                        help="only this table (csv writes the corridor table unless told)")
+    parser.add_argument("--top", type=int, default=None,
+                        help=f"only the N corridors with most deliveries (default: all for csv/json, "
+                             f"{DEFAULT_TOP_HUMAN} for table/markdown/html, {DEFAULT_TOP_PLOT} in the "
+                             "plot; 0 = all)")
+    parser.add_argument("-o", "--output", help="write the report to this file instead of stdout")
+    parser.add_argument("--plot", metavar="PNG", help="also draw on-time rate and stage dwell per corridor")
+    parser.add_argument("--now", help="'now' for open/overdue/bottleneck, ISO-8601 with offset "
+                                      "(default: the latest event time in the log)")
+    parser.add_argument("--sla-policy", dest="sla_policy", help="SLA policy TOML (CORRIDOR_SLA_POLICY)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`corridor report`. Raises ReportError (a CliError: one line, exit status 2) on bad input."""
+    from .adapters.sources import Checker, SourceError, load
+    from .codec import Rejected
+    from .settings import Settings
+
+    settings = Settings.from_env(sla_policy=getattr(args, "sla_policy", None))
+    try:
+        policy = SlaPolicy.load(settings.sla_policy or None)
+    except PolicyError as exc:
+        raise ReportError(str(exc)) from None
+    now = None
+    if getattr(args, "now", None):
+        try:
+            now = datetime.fromisoformat(args.now).timestamp()
+            if datetime.fromisoformat(args.now).tzinfo is None:
+                raise ValueError
+        except ValueError:
+            raise ReportError(f"--now {args.now!r} is not an ISO-8601 time with a UTC offset") from None
+    if args.top is not None and args.top < 0:
+        raise ReportError("--top must be >= 0")
+    try:
+        loaded = load(args.files, args.input_format, args.mapping, topics=_topic_kinds(settings))
+    except SourceError as exc:
+        raise ReportError(str(exc)) from None
+    rejected = Counter(r["reason"] for r in loaded.rejects)
+    check = Checker(settings.max_message_bytes)
+
+    def accepted():
+        for kind, event in loaded.events:
+            try:
+                _key, _value, decoded = check(kind, event)
+            except Rejected as err:
+                rejected[err.reason] += 1
+                continue
+            yield kind, decoded
+
+    report = compute(accepted(), policy, max_events=settings.timeline_max_events, now=now)
+    report.rejected = rejected
+    text = render(report, args.format, top=args.top, table=args.table)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ReportError(f"cannot write {args.output}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    if args.plot:
+        plot(report, args.plot, top=DEFAULT_TOP_PLOT if args.top is None else args.top)
+    rej = sum(rejected.values())
+    print(f"corridor report: {report.events} events, {len(report.corridors)} corridors"
+          + (f", {rej} rejected (" + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) + ")"
+             if rej else "")
+          + (f"; wrote {args.output}" if args.output else "")
+          + (f"; plot in {args.plot}" if args.plot else ""), file=sys.stderr)
+    return 0
+
+
+def _topic_kinds(settings) -> dict[str, str]:
+    return {name: kind for kind, name in settings.input_topics.items()}
+
