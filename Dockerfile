@@ -10,7 +10,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /app
 # Dependencies first (cached while only the code changes), then the code.
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 RUN mkdir -p streams/domain && touch streams/__init__.py streams/domain/__init__.py \
     && /opt/venv/bin/pip install . \
     && /opt/venv/bin/pip uninstall -y corridor
@@ -36,7 +36,7 @@ COPY --from=build /app /app
 WORKDIR /app
 USER 10001:10001
 EXPOSE 6066
-# /health is 200 once this worker owns partitions and has recovered its tables. The server must
+# /health is 200 once this worker has its assignment and has recovered its tables. The server must
 # listen on loopback or 0.0.0.0 (the default CORRIDOR_WEB_HOST is 127.0.0.1; deployments pass
 # --web-bind=0.0.0.0, see docs/deploy.md).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \

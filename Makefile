@@ -42,8 +42,9 @@ test-e2e: $(STAMP)  ## real broker process, real worker processes
 test-ops: $(STAMP) ops-tools  ## alert rules (promtool), dashboards, deploy files, live Prometheus + Alertmanager
 	$(PYTEST) tests/ops
 
-dashboards: $(STAMP)  ## regenerate deploy/grafana/dashboards/*.json from deploy/grafana/dashboards.py
+dashboards: $(STAMP)  ## regenerate the Grafana dashboards and the k8s PrometheusRule from their sources
 	$(PY) deploy/grafana/dashboards.py
+	$(PY) deploy/k8s/prometheusrule.py
 
 bench: $(STAMP)  ## throughput of broker + worker for a simulator run (not part of make test)
 	$(PY) benchmarks/pipeline.py

@@ -117,7 +117,7 @@ class Pipeline:
         self.policy = policy
         self.registry = CollectorRegistry(auto_describe=False)
         self.counters = EventCounters(self.registry)
-        self.registry.register(CorridorCollector(self.snapshot))
+        self.registry.register(CorridorCollector(lambda: self.snapshot(by_partition=True)))
         self.registry.register(WorkerCollector(self.offsets))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes)
                          for kind in settings.input_topics}
@@ -167,13 +167,23 @@ class Pipeline:
             self._clock_scanned.discard(tp.partition)
             self._clock.pop(tp.partition, None)
 
-    def snapshot(self):
+    def snapshot(self, by_partition: bool = False):
+        """(corridor totals, open-shipment gauges, clock) of the partitions owned now.
+
+        Totals are keyed by corridor, or by (corridor, partition) for /metrics: a series per partition
+        moves whole to the new owner on a rebalance, where a per-worker sum would drop on the old
+        owner (a counter reset to rate()) and jump on the new one.
+        """
         owned = self.owned_partitions()
-        totals: dict[str, dict] = {}
+        totals: dict = {}
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            # Half-recovered totals would read as a counter reset: export nothing until done.
+            return totals, aggregate.OpenGauges(), None
         for key, tot in self.totals.items():
             p, corr = key.split("|", 1)
             if int(p) in owned:
-                aggregate.merge(totals.setdefault(corr, aggregate.new_totals()), tot)
+                k = (corr, p) if by_partition else corr
+                aggregate.merge(totals.setdefault(k, aggregate.new_totals()), tot)
         now = self.stream_time(owned)
         if now is None:
             return totals, aggregate.OpenGauges(), None

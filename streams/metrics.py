@@ -61,32 +61,35 @@ class CorridorCollector(Collector):
         yield from families(totals, gauges, now)
 
 
-def families(totals: dict[str, dict], gauges: OpenGauges, now: float | None):
+def families(totals: dict[tuple[str, str], dict], gauges: OpenGauges, now: float | None):
+    """totals: {(corridor, partition): totals}: the table-derived counters and histograms carry a
+    `partition` label, so each series belongs to one partition and moves whole on a rebalance."""
     delivered = CounterMetricFamily(
         "corridor_shipments_delivered", "Shipments delivered, by corridor, service level and whether "
-        "on time (delivered at or before the promise).", labels=["corridor", "service_level", "on_time"])
+        "on time (delivered at or before the promise).",
+        labels=["corridor", "partition", "service_level", "on_time"])
     exceptions = CounterMetricFamily(
         "corridor_shipment_exceptions", "Shipment exceptions (returned, lost, delivery_failed, "
-        "customs_hold, ...), by corridor and type.", labels=["corridor", "type"])
+        "customs_hold, ...), by corridor and type.", labels=["corridor", "partition", "type"])
     transit = HistogramMetricFamily(
         "corridor_shipment_transit_seconds", "Transit time from order_placed to delivered, observed "
-        "when the shipment is delivered.", labels=["corridor", "service_level"])
+        "when the shipment is delivered.", labels=["corridor", "partition", "service_level"])
     dwell = HistogramMetricFamily(
         "corridor_stage_dwell_seconds", "Time spent in each stage, observed when the shipment ends.",
-        labels=["corridor", "stage"])
-    for corr in sorted(totals):
-        tot = totals[corr]
+        labels=["corridor", "partition", "stage"])
+    for corr, part in sorted(totals):
+        tot = totals[(corr, part)]
         for key, n in sorted(tot["delivered"].items()):
             sl, on_time = key.split("|")
-            delivered.add_metric([corr, sl, on_time], n)
+            delivered.add_metric([corr, part, sl, on_time], n)
         for exc, n in sorted(tot["exceptions"].items()):
-            exceptions.add_metric([corr, exc], n)
+            exceptions.add_metric([corr, part, exc], n)
         for sl, row in sorted(tot["transit"].items()):
             buckets, _count, total = aggregate.cumulative(row, TRANSIT_BUCKETS)
-            transit.add_metric([corr, sl], [(_le(b), c) for b, c in buckets], total)
+            transit.add_metric([corr, part, sl], [(_le(b), c) for b, c in buckets], total)
         for stage, row in sorted(tot["dwell"].items()):
             buckets, _count, total = aggregate.cumulative(row, DWELL_BUCKETS)
-            dwell.add_metric([corr, stage], [(_le(b), c) for b, c in buckets], total)
+            dwell.add_metric([corr, part, stage], [(_le(b), c) for b, c in buckets], total)
     yield from (delivered, exceptions, transit, dwell)
 
     in_stage = GaugeMetricFamily("corridor_shipments_in_stage", "Open shipments now in each stage.",

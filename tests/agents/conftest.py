@@ -188,7 +188,11 @@ class Worker:
         return dict(self.pipe.totals.items())
 
     def sample(self, name: str, **labels) -> float | None:
-        return self.registry.get_sample_value(name, labels)
+        """The sample's value summed over labels not given (the corridor series' `partition`)."""
+        values = [s.value for fam in self.registry.collect() for s in fam.samples
+                  if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+                  and set(s.labels) - set(labels) <= {"partition"}]
+        return sum(values) if values else None
 
 
 @pytest.fixture

@@ -94,15 +94,19 @@ class Worker:
         except ValueError:
             return status, body
 
-    def metrics(self) -> dict[tuple, float]:
-        """{(sample name, frozenset(labels)): value} of one scrape."""
+    def metrics(self, raw: bool = False) -> dict[tuple, float]:
+        """{(sample name, frozenset(labels)): value} of one scrape.
+
+        Unless `raw`, the table-derived corridor series are summed over their `partition` label
+        (what `sum by (corridor, ...)` gives), so tests compare corridor figures.
+        """
         status, text = self.get("/metrics")
         assert status == 200, f"/metrics answered {status}"
         out = {}
         for fam in text_string_to_metric_families(text):
             for s in fam.samples:
                 out[(s.name, frozenset(s.labels.items()))] = s.value
-        return out
+        return out if raw else merge_partitions(out)
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -116,6 +120,19 @@ class Worker:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+PER_PARTITION_OPS = ("corridor_consumer_lag", "corridor_consumer_end_offset")
+
+
+def merge_partitions(metrics: dict) -> dict:
+    """Sum corridor series over their `partition` label (offset gauges keep theirs)."""
+    out: dict = {}
+    for (name, labels), v in metrics.items():
+        if name not in PER_PARTITION_OPS and any(k == "partition" for k, _ in labels):
+            labels = frozenset((k, x) for k, x in labels if k != "partition")
+        out[(name, labels)] = out.get((name, labels), 0.0) + v
+    return out
 
 
 def sample(metrics: dict, name: str, **labels) -> float | None:

@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaProducer
 
 from builders import T0_EPOCH  # noqa: F401  (keeps builders importable for the shared conftest)
-from harness import Worker, poll, series, unique_app_id
+from harness import Worker, merge_partitions, poll, series, unique_app_id
 from scenarios import corridor_view
 from streams.domain.engine import Engine
 from streams.domain.policy import SlaPolicy
@@ -28,10 +28,11 @@ def expected_metrics(events) -> dict:
     for e in events:
         eng.feed(e.topic, e.value)
     out = {}
-    for fam in families(eng.totals, eng.gauges(), eng.latest):
+    totals = {(corridor, "all"): tot for corridor, tot in eng.totals.items()}
+    for fam in families(totals, eng.gauges(), eng.latest):
         for s in fam.samples:
             out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
+    return merge_partitions(out)
 
 
 def send(bootstrap, events):

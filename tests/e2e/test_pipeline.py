@@ -31,6 +31,16 @@ def run(broker, logdir):
     worker.stop()
 
 
+def test_table_derived_series_are_per_partition(run):
+    """Each partition's series moves whole on a rebalance, so rate() sees no reset."""
+    worker, _, _ = run
+    raw = worker.metrics(raw=True)
+    delivered = series(raw, "corridor_shipments_delivered_total")
+    assert {dict(k)["partition"] for k in delivered} <= {"0", "1", "2", "3"}
+    assert sum(delivered.values()) == 2.0
+    assert all("partition" in dict(k) for k in series(raw, "corridor_stage_dwell_seconds_count"))
+
+
 def test_corridor_counters_and_histograms_are_exact(run):
     worker, _, _ = run
     m = worker.metrics()

@@ -1,0 +1,195 @@
+"""Prometheus/Alertmanager files under deploy/ pass their own tools, and the worker's live exposition
+passes `promtool check metrics`.
+
+- `promtool check rules` / `promtool test rules` on deploy/prometheus/rules.yml and rules_test.yml
+  (the alert logic: every alert fires and stays quiet where it should, exact labels and annotations);
+- `promtool check config` on deploy/prometheus/prometheus.yml, `amtool check-config` on
+  deploy/alertmanager/alertmanager.yml;
+- every alert carries severity, summary, description and a runbook_url whose anchor is a section
+  of deploy/RUNBOOK.md;
+- a real broker and a real `corridor worker`: its /metrics lints clean and exports every metric the
+  rules read.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from builders import journey  # noqa: E402
+from harness import REPO, Worker, poll, produce, sample, series, unique_app_id  # noqa: E402
+
+PROM = REPO / "deploy" / "prometheus"
+RULES = PROM / "rules.yml"
+RULES_TEST = PROM / "rules_test.yml"
+ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+RUNBOOK = REPO / "deploy" / "RUNBOOK.md"
+
+ALERTS = {"CorridorOnTimeRateLow", "CorridorOverdueBacklog", "CorridorStageBottleneck",
+          "CorridorNoTraffic", "CorridorWorkerDown", "CorridorConsumerLag"}
+
+
+def run(*cmd: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, input=stdin, capture_output=True, cwd=cwd, timeout=120)
+
+
+def output(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.fail("amtool not found: run `make ops-tools` (bash .ci/ensure-ops-tools.sh)")
+    return path
+
+
+# --- static checks --------------------------------------------------------------------------------
+
+def test_rules_file_is_valid(promtool):
+    proc = run(promtool, "check", "rules", str(RULES))
+    assert proc.returncode == 0, output(proc)
+    assert "SUCCESS" in output(proc)
+
+
+def test_rule_unit_tests_pass(promtool):
+    proc = run(promtool, "test", "rules", RULES_TEST.name, cwd=PROM)
+    assert proc.returncode == 0, output(proc)
+    assert "SUCCESS" in output(proc)
+
+
+def test_rule_unit_tests_catch_the_all_late_corridor(promtool, tmp_path):
+    """The unit tests have teeth: without the `or 0 * rate(...)` guard, a corridor whose deliveries
+    are all late has no on-time ratio at all and never alerts; rules_test.yml must notice."""
+    text = RULES.read_text()
+    broken = re.sub(r"\n\s*or\n\s*0 \* rate\(corridor_shipments_delivered_total\[6h\]\)", "", text)
+    assert broken != text
+    (tmp_path / "rules.yml").write_text(broken)
+    shutil.copy(RULES_TEST, tmp_path / "rules_test.yml")
+    proc = run(promtool, "test", "rules", "rules_test.yml", cwd=tmp_path)
+    assert proc.returncode == 1, output(proc)
+    assert "CorridorOnTimeRateLow" in output(proc)
+
+
+def test_prometheus_config_is_valid(promtool):
+    proc = run(promtool, "check", "config", str(PROM / "prometheus.yml"))
+    assert proc.returncode == 0, output(proc)
+    assert "SUCCESS: 1 rule files found" in output(proc)
+    assert "is valid prometheus config file syntax" in output(proc)
+
+
+def test_alertmanager_config_is_valid(amtool):
+    proc = run(amtool, "check-config", str(ALERTMANAGER))
+    assert proc.returncode == 0, output(proc)
+    assert "SUCCESS" in output(proc)
+
+
+def test_alertmanager_routes_every_alert_and_groups_by_alert_corridor_and_stage(amtool):
+    for severity in ("warning", "critical"):
+        proc = run(amtool, "config", "routes", "test", "--config.file", str(ALERTMANAGER),
+                   "--verify.receivers=logistics-ops", "alertname=CorridorStageBottleneck",
+                   "corridor=CN-AU", "stage=customs", f"severity={severity}")
+        assert proc.returncode == 0, output(proc)
+    assert load_yaml(ALERTMANAGER)["route"]["group_by"] == ["alertname", "corridor", "stage"]
+
+
+def github_anchor(heading: str) -> str:
+    """GitHub's heading id: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def load_yaml(path: Path):
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load(path.read_text())
+
+
+def test_every_alert_has_severity_annotations_and_a_runbook_section():
+    rules = [r for g in load_yaml(RULES)["groups"] for r in g["rules"]]
+    alerts = {r["alert"]: r for r in rules if "alert" in r}
+    assert set(alerts) == ALERTS
+    anchors = {github_anchor(m) for m in re.findall(r"^#+ (.+)$", RUNBOOK.read_text(), re.M)}
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        ann = rule["annotations"]
+        assert ann["summary"].strip() and ann["description"].strip(), name
+        url, _, anchor = ann["runbook_url"].partition("#")
+        assert url.endswith("/deploy/RUNBOOK.md"), name
+        assert anchor == github_anchor(name) and anchor in anchors, (name, anchor)
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), name
+    # corridor alerts name their corridor (and stage) in the summary
+    for name in ALERTS - {"CorridorWorkerDown", "CorridorConsumerLag"}:
+        assert "$labels.corridor" in alerts[name]["annotations"]["summary"], name
+    assert "$labels.stage" in alerts["CorridorStageBottleneck"]["annotations"]["summary"]
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test():
+    cases: dict[str, set[bool]] = {}
+    for test in load_yaml(RULES_TEST)["tests"]:
+        for case in test.get("alert_rule_test", []):
+            cases.setdefault(case["alertname"], set()).add(bool(case.get("exp_alerts")))
+    assert {name: cases.get(name) for name in ALERTS} == {name: {True, False} for name in ALERTS}
+
+
+# --- the live exposition --------------------------------------------------------------------------
+
+def dataset():
+    """Deliveries (on time and late), a customs hold, an open shipment past its promise, one stuck
+    beyond its stage target: every family the rules read has a sample."""
+    return (journey("S1", "O1", promised_h=200, hold=True)
+            + journey("S2", "O2", seller="DE", buyer="US", sl="express", delivered=125.0)
+            + journey("S3", "O3", seller="CN", buyer="US", sl="economy", end="returned")
+            + journey("S4", "O4", promised_h=150, released=None, delivered=None)
+            + journey("S5", "O5", seller="US", buyer="MX", sl="express", arrived=None,
+                      released=None, delivered=None))
+
+
+@pytest.fixture(scope="module")
+def live_worker(tmp_path_factory):
+    from streams.broker import EmbeddedBroker
+
+    logdir = tmp_path_factory.mktemp("ops-logs")
+    broker = EmbeddedBroker(port=0).start()
+    worker = None
+    try:
+        worker = Worker(broker.url, unique_app_id("corridor-ops"), logdir).start()
+        events = dataset()
+        produce(broker.bootstrap, events)
+        expected = {"orders": 5, "shipments": sum(1 for k, _ in events if k == "shipments"),
+                    "customs-events": sum(1 for k, _ in events if k == "customs")}
+
+        def settled():
+            m = worker.metrics()
+            return (all(sample(m, "corridor_events_consumed_total", topic=t) == n
+                        for t, n in expected.items())
+                    and len(series(m, "corridor_shipments_delivered_total")) == 2
+                    and series(m, "corridor_shipments_overdue")) and m
+        poll(settled, 60, 0.2, "worker consumed and joined every event")
+        yield worker
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+
+
+def test_live_metrics_pass_promtool_check_metrics(live_worker, promtool):
+    status, text = live_worker.get("/metrics")
+    assert status == 200
+    assert "corridor_shipments_delivered_total{" in text
+    proc = run(promtool, "check", "metrics", stdin=text.encode())
+    assert (proc.returncode, output(proc)) == (0, "")
+
+
+def test_live_metrics_export_every_metric_the_rules_read(live_worker):
+    """A renamed metric would leave the rules silently empty: each name they read is exported."""
+    names = set(re.findall(r"\b(corridor_[a-z_]+)\b(?!:)", RULES.read_text()))
+    assert names, "no metric names found in rules.yml"
+    _, text = live_worker.get("/metrics")
+    exported = set(re.findall(r"^(corridor_[a-z_]+)[{ ]", text, re.M))
+    assert names - exported == set()
