@@ -299,8 +299,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                     continue
                 oid = ev["order_id"]
                 res = order_side.apply_order_event(pipe.orders.get(oid), ev)
-                if res.duplicate:
-                    counters.inc(counters.duplicate, msg.topic)
+                counters.inc(counters.duplicate if res.duplicate else counters.applied, msg.topic)
             if res.duplicate:
                 continue
             pipe.orders[oid] = res.state
@@ -329,8 +328,11 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             res = timeline.apply(pipe.timelines.get(sid), source, ev, policy,
                                  settings.timeline_max_events)
             if res.duplicate:
-                counters.inc(counters.duplicate, label)
+                if kind != "forwarded":
+                    counters.inc(counters.duplicate, label)
                 continue
+            if kind != "forwarded":
+                counters.inc(counters.applied, label)
             if res.late:
                 counters.inc(counters.late, label)
             res.state["p"] = msg.partition

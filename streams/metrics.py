@@ -24,6 +24,9 @@ class EventCounters:
     def __init__(self, registry: CollectorRegistry):
         self.consumed = Counter("corridor_events_consumed", "Input messages consumed, by topic.",
                                 ["topic"], registry=registry)
+        self.applied = Counter("corridor_events_applied", "Input events applied to the state "
+                               "(neither duplicate nor rejected), by topic.", ["topic"],
+                               registry=registry)
         self.duplicate = Counter("corridor_events_duplicate", "Events ignored as duplicates "
                                  "(an event_id already applied), by topic.", ["topic"], registry=registry)
         self.late = Counter("corridor_events_late", "Events that arrived for a shipment that had "

@@ -38,7 +38,8 @@ SETTING_VARS = {row[0] for row in env_table()} | {f"{env}_FILE" for env in SECRE
 
 #: The metric contract (docs: streams/metrics.py), as exposed: counters end in _total, histograms
 #: are read through _bucket/_sum/_count.
-COUNTERS = {"corridor_events_consumed", "corridor_events_duplicate", "corridor_events_late",
+COUNTERS = {"corridor_events_consumed", "corridor_events_applied", "corridor_events_duplicate",
+            "corridor_events_late",
             "corridor_events_rejected", "corridor_rebalances", "corridor_shipments_delivered",
             "corridor_shipment_exceptions"}
 HISTOGRAMS = {"corridor_shipment_transit_seconds", "corridor_stage_dwell_seconds"}
@@ -190,7 +191,7 @@ def test_the_metric_contract_is_what_the_worker_exports():
 
     registry = CollectorRegistry(auto_describe=False)
     counters = EventCounters(registry)
-    for c in (counters.consumed, counters.duplicate, counters.late):
+    for c in (counters.consumed, counters.applied, counters.duplicate, counters.late):
         c.labels("shipments").inc()
     counters.rejected.labels("shipments", "not_json").inc()
     counters.rebalances.inc()
