@@ -16,9 +16,11 @@ The per-corridor totals are keyed by source partition, so each partition's total
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import defaultdict
+from typing import Callable
 
 import faust
 import orjson
@@ -35,6 +37,49 @@ from .topics import dlq_name
 log = logging.getLogger("corridor")
 
 CLOCK_PERSIST_SECONDS = 1.0      # how often a worker shares its partitions' clocks
+#: Rejections decided by the pipeline rather than the decoder (codec.REASONS has the others).
+PIPELINE_REASONS = ("expired",)
+
+
+class Expiry:
+    """When each key of a table may be forgotten: a min-heap of (time, key) per partition.
+
+    Built lazily by one scan of the table per partition after an assignment (the table is the
+    truth; the heap is only an index), kept up to date as keys change, and consumed in the agent
+    while it processes an event of that partition, where Faust allows the delete (the tombstone
+    goes to the event's changelog partition, which is the key's).
+    """
+
+    def __init__(self, table, expires_at: Callable[[dict], float | None]):
+        self.table = table
+        self.expires_at = expires_at
+        self._heaps: dict[int, list] = {}
+
+    def note(self, partition: int, key: str, state: dict) -> None:
+        heap = self._heaps.get(partition)
+        t = self.expires_at(state)
+        if heap is not None and t is not None:
+            heapq.heappush(heap, (t, key))
+
+    def expire(self, partition: int, now: float) -> int:
+        heap = self._heaps.get(partition)
+        if heap is None:
+            heap = self._heaps[partition] = [
+                (t, key) for key, st in self.table.items()
+                if st.get("p") == partition and (t := self.expires_at(st)) is not None]
+            heapq.heapify(heap)
+        n = 0
+        while heap and heap[0][0] < now:
+            t, key = heapq.heappop(heap)
+            state = self.table.get(key)
+            if state is not None and self.expires_at(state) == t:   # not changed since noted
+                del self.table[key]
+                n += 1
+        return n
+
+    def forget(self, partitions) -> None:
+        for p in partitions:
+            self._heaps.pop(p, None)
 
 
 class _Utf8(codecs.Codec):
@@ -166,6 +211,14 @@ class Pipeline:
         for tp in revoked:
             self._clock_scanned.discard(tp.partition)
             self._clock.pop(tp.partition, None)
+        parts = {tp.partition for tp in revoked}
+        self.timeline_expiry.forget(parts)
+        self.order_expiry.forget(parts)
+
+    def latest_event_time(self) -> float | None:
+        """The latest event time known to this worker (its partitions and the shared clock)."""
+        values = [t for t in self.clock.values() if t is not None] + list(self._clock.values())
+        return max(values) if values else None
 
     def snapshot(self, by_partition: bool = False):
         """(corridor totals, open-shipment gauges, clock) of the partitions owned now.
@@ -223,6 +276,14 @@ class Pipeline:
         else:
             self._suppressed += 1
 
+    def too_old(self, partition: int, event: dict) -> bool:
+        """An event for an unknown shipment, older than the retention: its history was forgotten."""
+        latest = self._clock.get(partition)
+        if latest is None:
+            return False
+        from .domain.stages import parse_time
+        return parse_time(event["occurred_at"]) < latest - self.settings.retention_seconds
+
     # ---- clock --------------------------------------------------------------------------------
     def advance_clock(self, partition: int, t: float) -> None:
         if t > self._clock.get(partition, float("-inf")):
@@ -268,6 +329,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
 
     pipe.timelines = table("timelines")
     pipe.orders = table("orders")
+    retention = settings.retention_seconds
+    pipe.timeline_expiry = Expiry(pipe.timelines, lambda st: timeline.expires_at(st, retention))
+    pipe.order_expiry = Expiry(pipe.orders, lambda st: None if st.get("t") is None
+                               else st["t"] + retention)
     pipe.totals = table("totals")
     # The stream clock: one small value per partition that every worker reads (docs/semantics.md).
     # One partition and recovery_buffer_size=1, as faust's GlobalTable docs advise for several
@@ -302,7 +367,12 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 counters.inc(counters.duplicate if res.duplicate else counters.applied, msg.topic)
             if res.duplicate:
                 continue
+            res.state["p"] = msg.partition
             pipe.orders[oid] = res.state
+            pipe.order_expiry.note(msg.partition, oid, res.state)
+            latest = pipe.latest_event_time()
+            if latest is not None:
+                pipe.order_expiry.expire(msg.partition, latest)
             for sid, oev in res.forwards:
                 await forwarded.send(key=sid, value=orjson.dumps({**oev, "shipment_id": sid}))
 
@@ -325,8 +395,12 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                     continue
                 source, label = kind, msg.topic
             sid = ev["shipment_id"]
-            res = timeline.apply(pipe.timelines.get(sid), source, ev, policy,
-                                 settings.timeline_max_events)
+            state = pipe.timelines.get(sid)
+            if state is None and kind != "forwarded" and pipe.too_old(msg.partition, ev):
+                await pipe.reject(msg, Rejected("expired", f"{source} event {ev['event_id']} is "
+                                                "older than the retention and its shipment is gone"))
+                continue
+            res = timeline.apply(state, source, ev, policy, settings.timeline_max_events)
             if res.duplicate:
                 if kind != "forwarded":
                     counters.inc(counters.duplicate, label)
@@ -340,6 +414,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if res.observations:
                 _add_observations(pipe, msg.partition, res.observations)
             pipe.advance_clock(msg.partition, res.state["last"])
+            pipe.timeline_expiry.note(msg.partition, sid, res.state)
+            pipe.timeline_expiry.expire(msg.partition, pipe._clock[msg.partition])
             for oid in res.new_order_ids:
                 await links.send(key=oid, value=orjson.dumps({"order_id": oid, "shipment_id": sid}))
 

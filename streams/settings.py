@@ -42,6 +42,9 @@ class Settings:
     #: While the latest event time is within this many seconds of the wall clock, an idle
     #: stream's clock follows the wall clock.
     live_lag_seconds: float = field(default=900.0, metadata={"env": "CORRIDOR_LIVE_LAG_SECONDS"})
+    #: Ended shipments (and orders) are forgotten this long after their end (last event), in event
+    #: time; events for a forgotten shipment older than this go to the dead-letter topic (`expired`).
+    retention_seconds: float = field(default=30 * 86400.0, metadata={"env": "CORRIDOR_RETENTION_SECONDS"})
     #: Faust table store: memory:// or rocksdb://
     store: str = field(default="memory://", metadata={"env": "CORRIDOR_STORE"})
     #: Directory for Faust's local data (rocksdb files, app dir).

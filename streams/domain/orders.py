@@ -9,10 +9,13 @@ event_id, so forwarding twice is harmless. State (JSON-able dict):
     events     the order's contract events (order_placed, order_cancelled), at most MAX_ORDER_EVENTS
     shipments  shipment ids linked to this order
     seen       event ids applied (dedupe)
+    t          latest event time of the order (epoch seconds), for expiry
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .stages import parse_time
 
 MAX_ORDER_EVENTS = 16
 MAX_LINKS = 256
@@ -26,7 +29,7 @@ class OrderApplied:
 
 
 def new_order(order_id: str) -> dict:
-    return {"id": order_id, "events": [], "shipments": [], "seen": []}
+    return {"id": order_id, "events": [], "shipments": [], "seen": [], "t": None}
 
 
 def apply_order_event(state: dict | None, event: dict) -> OrderApplied:
@@ -35,6 +38,8 @@ def apply_order_event(state: dict | None, event: dict) -> OrderApplied:
         return OrderApplied(state, duplicate=True)
     state["seen"].append(event["event_id"])
     state["events"].append(event)
+    t = parse_time(event["occurred_at"])
+    state["t"] = t if state.get("t") is None else max(state["t"], t)
     if len(state["events"]) > MAX_ORDER_EVENTS:
         del state["events"][0]
         del state["seen"][0]

@@ -32,6 +32,9 @@ from .stages import (END_EVENTS, EVENT_EXCEPTIONS, MILESTONES, STAGE_RANK, STAGE
 
 SEEN_CAP = 512          # event ids remembered per shipment for dedupe (far above a real history)
 MILESTONE_TYPES = {etype for (_src, etype) in MILESTONES} | set(END_EVENTS)
+#: What an ended, observed shipment keeps of its timeline: milestones, the end, exceptions, the label.
+KEPT_AFTER_END = MILESTONE_TYPES | {etype for (_src, etype) in EVENT_EXCEPTIONS} | \
+    {"label_created", "order_cancelled"}
 
 
 @dataclass
@@ -98,6 +101,13 @@ def stage_durations(state: dict) -> list[tuple[str, float, float | None]]:
         nxt = ms[i + 1][0] if i + 1 < len(ms) else end_t
         out.append((stage, t, None if nxt is None else nxt - t))
     return out
+
+
+def expires_at(state: dict, retention: float) -> float | None:
+    """Event time after which an ended, observed shipment may be forgotten; None while needed."""
+    if state["end"] is None or not state["observed"]:
+        return None
+    return state["end"][1] + retention
 
 
 def current_stage(state: dict) -> tuple[str, float] | None:
@@ -243,6 +253,7 @@ def _flush(state: dict, policy: SlaPolicy, out: list[tuple]) -> None:
     if end_type == "cancelled":
         out.append(("exception", corr, "cancelled"))
         state["observed"] = True
+        compact(state)
         return
     order = primary_order(state)
     if order is None:
@@ -255,6 +266,13 @@ def _flush(state: dict, policy: SlaPolicy, out: list[tuple]) -> None:
     else:
         out.append(("exception", corr, end_type))
     state["observed"] = True
+    compact(state)
+
+
+def compact(state: dict) -> None:
+    """An observed shipment needs only its milestones, end and exceptions (for its view) and its
+    seen ids (for dedupe): routine scans go. Late events are still appended afterwards."""
+    state["ev"] = [e for e in state["ev"] if e[2] in KEPT_AFTER_END]
 
 
 # ---- read side --------------------------------------------------------------------------------

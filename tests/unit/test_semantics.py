@@ -215,3 +215,14 @@ def test_policy_overrides_and_errors(tmp_path):
         SlaPolicy.load(bad)
     with pytest.raises(PolicyError, match="does not exist"):
         SlaPolicy.load(tmp_path / "missing.toml")
+
+
+def test_ended_shipments_are_compacted_and_expire_after_the_retention():
+    eng = run(journey("S1", "O1", promised_h=200, hold=True) + journey("S2", "O2", delivered=None))
+    ended, open_ = eng.shipments["S1"], eng.shipments["S2"]
+    assert [e[2] for e in ended["ev"]] == ["order_placed", "label_created", "picked_up",
+                                            "departed_origin", "arrived_destination",
+                                            "held_for_inspection", "released", "delivered"]
+    assert "declaration_lodged" in [e[2] for e in open_["ev"]]        # open: kept whole
+    assert timeline.expires_at(ended, 10 * HOUR) == T0_EPOCH + 140 * HOUR
+    assert timeline.expires_at(open_, 10 * HOUR) is None
