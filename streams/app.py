@@ -421,6 +421,12 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
 
     _ = (in_orders, in_shipments, in_customs)   # declared so Faust knows their partition counts
 
+    if settings.broker_watch_seconds > 0:
+        @app.task
+        async def broker_watch():
+            from .watch import watch_cluster
+            await watch_cluster(settings, settings.broker_watch_seconds)
+
     @app.timer(CLOCK_PERSIST_SECONDS)
     async def share_clock():
         pipe.persist_clock()

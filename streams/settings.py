@@ -45,6 +45,8 @@ class Settings:
     #: Ended shipments (and orders) are forgotten this long after their end (last event), in event
     #: time; events for a forgotten shipment older than this go to the dead-letter topic (`expired`).
     retention_seconds: float = field(default=30 * 86400.0, metadata={"env": "CORRIDOR_RETENTION_SECONDS"})
+    #: How often the worker checks that the brokers are still the same cluster (0 = never).
+    broker_watch_seconds: float = field(default=10.0, metadata={"env": "CORRIDOR_BROKER_WATCH_SECONDS"})
     #: Faust table store: memory:// or rocksdb://
     store: str = field(default="memory://", metadata={"env": "CORRIDOR_STORE"})
     #: Directory for Faust's local data (rocksdb files, app dir).
