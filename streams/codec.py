@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
@@ -119,6 +120,10 @@ class Decoder:
         # avoid repeating a pattern.
         inlined = inline_refs(self.schema)
         self._validator = Draft202012Validator(inlined)
+        # The same schema compiled by jsonschema-rs answers valid/invalid in ~1 us instead of ~45;
+        # the Python validator runs only on a failure, to name the error. Formats are
+        # annotations for both (the patterns carry the rules), so they agree.
+        self._fast = jsonschema_rs.validator_for(inlined, validate_formats=False)
         self.key_field: str = self.schema["x-kafka-key"]
         self.event_types = frozenset(inlined["properties"]["event_type"]["enum"])
         self.time_fields = tuple(
@@ -159,7 +164,7 @@ class Decoder:
                 f"event_type: {event_type!r} is not one of {', '.join(sorted(self.event_types))}",
             )
 
-        if not self._validator.is_valid(doc):
+        if not self._fast.is_valid(doc):
             self._raise_schema_error(doc)
 
         event_time = self._check_time(doc, EVENT_TIME_FIELD)
@@ -222,6 +227,8 @@ class Decoder:
                 f"{name}: {doc[name]!r} is not of the form YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)",
             )
         err = best_match(errors)
+        if err is None:     # the two validators disagree: trust the stricter, say so
+            raise Rejected("schema", "does not match the schema (jsonschema-rs)")
         raise Rejected("schema", f"{err.json_path}: {err.message}")
 
 
