@@ -46,8 +46,8 @@ dashboards: $(STAMP)  ## regenerate the Grafana dashboards and the k8s Prometheu
 	$(PY) deploy/grafana/dashboards.py
 	$(PY) deploy/k8s/prometheusrule.py
 
-bench: $(STAMP)  ## throughput of broker + worker for a simulator run (not part of make test)
-	$(PY) benchmarks/pipeline.py
+bench: $(STAMP)  ## the benchmark table (throughput, latency, RSS, floor, scaling); not part of make test
+	$(PY) benchmarks/run_all.py
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) corridor-data .pytest_cache
