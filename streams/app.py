@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from .codec import Decoder, Rejected
 from .domain import aggregate, orders as order_side, timeline
 from .domain.policy import SlaPolicy
+from .domain.stages import parse_time
 from .metrics import CorridorCollector, EventCounters, WorkerCollector
 from .settings import Settings
 from .topics import dlq_name
@@ -50,8 +51,9 @@ class Expiry:
     goes to the event's changelog partition, which is the key's).
     """
 
-    def __init__(self, table, expires_at: Callable[[dict], float | None]):
+    def __init__(self, table, expires_at: Callable[[dict], float | None], counter=None):
         self.table = table
+        self.counter = counter
         self.expires_at = expires_at
         self._heaps: dict[int, list] = {}
 
@@ -75,6 +77,8 @@ class Expiry:
             if state is not None and self.expires_at(state) == t:   # not changed since noted
                 del self.table[key]
                 n += 1
+        if n and self.counter is not None:
+            self.counter.inc(n)
         return n
 
     def forget(self, partitions) -> None:
@@ -169,7 +173,16 @@ class Pipeline:
         self.kind_of = {name: kind for kind, name in settings.input_topics.items()}
         self.kind_of[settings.topic_shipment_orders] = "forwarded"
         self.kind_of[settings.topic_order_links] = "link"
+        self.side_topics = {
+            "shipments": {settings.topic_shipments, settings.topic_customs,
+                          settings.topic_shipment_orders},
+            "orders": {settings.topic_orders, settings.topic_order_links}}
         self._clock: dict[int, float] = {}
+        #: (topic, partition) -> latest event time read there. A partition's watermark is the
+        #: minimum over those of its topics that still have unread messages, so a topic read ahead
+        #: of another (a replay: Faust drains topics unevenly) does not make state expire before
+        #: its stragglers arrive, while a topic that is caught up (or silent) holds nothing back.
+        self._topic_clock: dict[tuple[str, int], float] = {}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
         self._last_reject_log = 0.0
@@ -186,7 +199,8 @@ class Pipeline:
     def stream_time(self, owned: set[int]) -> float | None:
         """The event-time clock over the partitions this worker owns (see docs/semantics.md)."""
         self._scan_clock(owned)
-        latest = max((t for t in self.clock.values() if t is not None), default=None)
+        latest = max((t for k, t in self.clock.items() if k[0] == "p" and t is not None),
+                     default=None)
         local = max((t for p, t in self._clock.items() if p in owned), default=None)
         candidates = [t for t in (latest, local) if t is not None]
         return aggregate.event_now(max(candidates) if candidates else None, time.time(),
@@ -211,14 +225,41 @@ class Pipeline:
         for tp in revoked:
             self._clock_scanned.discard(tp.partition)
             self._clock.pop(tp.partition, None)
+        self._topic_clock = {k: v for k, v in self._topic_clock.items()
+                             if k[1] not in {tp.partition for tp in revoked}}
         parts = {tp.partition for tp in revoked}
         self.timeline_expiry.forget(parts)
         self.order_expiry.forget(parts)
 
-    def latest_event_time(self) -> float | None:
-        """The latest event time known to this worker (its partitions and the shared clock)."""
-        values = [t for t in self.clock.values() if t is not None] + list(self._clock.values())
-        return max(values) if values else None
+    def watermark(self, partition: int, side: str = "shipments") -> float | None:
+        """Event time that every topic of one side of the join has reached on this partition: the
+        minimum over those topics with a backlog, or the latest of them when all are caught up.
+        The sides are kept apart: the orders topic is read ahead of the shipments that link to
+        its orders, so mixing it in would move the shipments' watermark too early."""
+        topics = self.side_topics[side]
+        ends, read = self.app.monitor.tp_end_offsets, self.app.monitor.tp_read_offsets
+        behind, latest = None, None
+        for tp, t in self._topic_clock.items():
+            if tp[1] != partition or tp[0] not in topics:
+                continue
+            latest = t if latest is None else max(latest, t)
+            end, last = ends.get(tp), read.get(tp)
+            if end is not None and last is not None and end > last + 1:
+                behind = t if behind is None else min(behind, t)
+        return behind if behind is not None else latest
+
+    def global_watermark(self) -> float | None:
+        """Event time that every partition has reached (shared through the clock table); None
+        until every partition has reported one."""
+        marks = []
+        for p in range(self.settings.partitions):
+            local = self.watermark(p)
+            shared = self.clock.get(f"w{p}")
+            values = [t for t in (local, shared) if t is not None]
+            if not values:
+                return None
+            marks.append(max(values))
+        return min(marks)
 
     def snapshot(self, by_partition: bool = False):
         """(corridor totals, open-shipment gauges, clock) of the partitions owned now.
@@ -278,16 +319,21 @@ class Pipeline:
 
     def too_old(self, partition: int, event: dict) -> bool:
         """An event for an unknown shipment, older than the retention: its history was forgotten."""
-        latest = self._clock.get(partition)
+        latest = self.watermark(partition)
         if latest is None:
             return False
-        from .domain.stages import parse_time
         return parse_time(event["occurred_at"]) < latest - self.settings.retention_seconds
 
     # ---- clock --------------------------------------------------------------------------------
-    def advance_clock(self, partition: int, t: float) -> None:
-        if t > self._clock.get(partition, float("-inf")):
-            self._clock[partition] = t
+    def advance_clock(self, topic: str, partition: int, event_time: float, state_last: float) -> None:
+        if state_last > self._clock.get(partition, float("-inf")):
+            self._clock[partition] = state_last
+        self.note_time(topic, partition, event_time)
+
+    def note_time(self, topic: str, partition: int, event_time: float) -> None:
+        key = (topic, partition)
+        if event_time > self._topic_clock.get(key, float("-inf")):
+            self._topic_clock[key] = event_time
 
     def persist_clock(self) -> None:
         """Share this worker's partition clocks with every worker (the global `clock` table)."""
@@ -295,6 +341,9 @@ class Pipeline:
             t = self._clock.get(p)
             if t is not None and t > (self.clock.get(f"p{p}") or float("-inf")):
                 self.clock[f"p{p}"] = t
+            w = self.watermark(p)
+            if w is not None and w > (self.clock.get(f"w{p}") or float("-inf")):
+                self.clock[f"w{p}"] = w
 
 
 def _now_iso() -> str:
@@ -330,9 +379,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     pipe.timelines = table("timelines")
     pipe.orders = table("orders")
     retention = settings.retention_seconds
-    pipe.timeline_expiry = Expiry(pipe.timelines, lambda st: timeline.expires_at(st, retention))
-    pipe.order_expiry = Expiry(pipe.orders, lambda st: None if st.get("t") is None
-                               else st["t"] + retention)
+    pipe.timeline_expiry = Expiry(pipe.timelines, lambda st: timeline.expires_at(st, retention),
+                                  pipe.counters.expired.labels("timelines"))
+    pipe.order_expiry = Expiry(pipe.orders, lambda st: order_side.expires_at(st, retention),
+                               pipe.counters.expired.labels("orders"))
     pipe.totals = table("totals")
     # The stream clock: one small value per partition that every worker reads (docs/semantics.md).
     # One partition and recovery_buffer_size=1, as faust's GlobalTable docs advise for several
@@ -354,7 +404,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if msg.topic == settings.topic_order_links:
                 link = orjson.loads(msg.value)
                 oid = link["order_id"]
-                res = order_side.apply_link(pipe.orders.get(oid), oid, link["shipment_id"])
+                if link.get("at") is not None:
+                    pipe.note_time(msg.topic, msg.partition, link["at"])
+                res = order_side.apply_link(pipe.orders.get(oid), oid, link["shipment_id"],
+                                            link.get("at"))
             else:
                 counters.inc(counters.consumed, msg.topic)
                 try:
@@ -363,6 +416,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                     await pipe.reject(msg, err)
                     continue
                 oid = ev["order_id"]
+                pipe.note_time(msg.topic, msg.partition, parse_time(ev["occurred_at"]))
                 res = order_side.apply_order_event(pipe.orders.get(oid), ev)
                 counters.inc(counters.duplicate if res.duplicate else counters.applied, msg.topic)
             if res.duplicate:
@@ -370,9 +424,12 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             res.state["p"] = msg.partition
             pipe.orders[oid] = res.state
             pipe.order_expiry.note(msg.partition, oid, res.state)
-            latest = pipe.latest_event_time()
-            if latest is not None:
-                pipe.order_expiry.expire(msg.partition, latest)
+            # An order may be forgotten only once every shipments partition is past it (a link to
+            # it can come from any of them) and the links already sent to it have been read.
+            marks = [pipe.global_watermark(), pipe.watermark(msg.partition, "orders")]
+            mark = None if None in marks else min(marks)
+            if mark is not None:
+                pipe.order_expiry.expire(msg.partition, mark)
             for sid, oev in res.forwards:
                 await forwarded.send(key=sid, value=orjson.dumps({**oev, "shipment_id": sid}))
 
@@ -413,11 +470,15 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             pipe.timelines[sid] = res.state
             if res.observations:
                 _add_observations(pipe, msg.partition, res.observations)
-            pipe.advance_clock(msg.partition, res.state["last"])
+            pipe.advance_clock(msg.topic, msg.partition, parse_time(ev["occurred_at"]),
+                               res.state["last"])
             pipe.timeline_expiry.note(msg.partition, sid, res.state)
-            pipe.timeline_expiry.expire(msg.partition, pipe._clock[msg.partition])
+            mark = pipe.watermark(msg.partition)
+            if mark is not None:
+                pipe.timeline_expiry.expire(msg.partition, mark)
             for oid in res.new_order_ids:
-                await links.send(key=oid, value=orjson.dumps({"order_id": oid, "shipment_id": sid}))
+                await links.send(key=oid, value=orjson.dumps(
+                    {"order_id": oid, "shipment_id": sid, "at": res.state["last"]}))
 
     _ = (in_orders, in_shipments, in_customs)   # declared so Faust knows their partition counts
 

@@ -1,4 +1,4 @@
-"""The `corridor` command: broker, worker, simulate, demo, shipment.
+"""The `corridor` command: broker, worker, simulate, replay, report, demo.
 
 Every flag has a CORRIDOR_* environment variable (streams/settings.py); flags win. Errors in flags,
 files or settings are one line on stderr and exit status 2.
@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     from . import simulate
     simulate.add_arguments(p)
 
+    p = sub.add_parser("replay", help="publish an event log or feed documents to the input topics")
+    _common(p)
+    from . import replay
+    replay.add_arguments(p)
+
+    p = sub.add_parser("report", help="corridor SLA figures of an event log, in batch")
+    from . import report
+    report.add_arguments(p)
+
     p = sub.add_parser("demo", help="embedded broker + one worker + simulator; Ctrl-C stops all")
     p.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
     p.add_argument("--web-port", dest="web_port", type=int, default=6066)
@@ -90,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             from . import simulate
             return simulate.main(settings_from(args), args)
+        if args.command == "replay":
+            from . import replay
+            return replay.main(settings_from(args), args)
+        if args.command == "report":
+            from . import report
+            return report.main(args)
         if args.command == "demo":
             return run_demo(args)
     except (CliError, SettingsError) as exc:

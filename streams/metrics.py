@@ -34,6 +34,8 @@ class EventCounters:
         self.rejected = Counter("corridor_events_rejected", "Input messages rejected to the "
                                 "dead-letter topic, by topic and reason.", ["topic", "reason"],
                                 registry=registry)
+        self.expired = Counter("corridor_state_expired", "Table keys forgotten after the retention "
+                               "(ended shipments, orders), by table.", ["table"], registry=registry)
         self.rebalances = Counter("corridor_rebalances", "Consumer group rebalances this worker "
                                   "took part in.", registry=registry)
         self._children: dict = {}

@@ -122,7 +122,8 @@ class _RejectsFile:
 
 def replay(settings, loaded, *, rate: float | None = None, dry_run: bool = False,
            rejects_path: str | Path = DEFAULT_REJECTS, producer=None,
-           progress: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
+           progress: TextIO | None = None, progress_every: float | None = None,
+           clock: Callable[[], float] = time.monotonic,
            sleep: Callable[[float], None] = time.sleep) -> Summary:
     """Check and publish `loaded` (sources.Loaded) to settings.input_topics.
 
@@ -133,21 +134,22 @@ def replay(settings, loaded, *, rate: float | None = None, dry_run: bool = False
     from .codec import Rejected
 
     topics = settings.input_topics
+    check = Checker(settings.max_message_bytes)
+    if producer is None and not dry_run:
+        producer = _producer(settings)          # an unreachable broker fails before anything is written
     summary = Summary(dry_run=dry_run, rejects_path=str(rejects_path))
     rejects = _RejectsFile(rejects_path)
-    for item in loaded.rejects:
-        summary.rejected[item["reason"]] += 1
-        rejects.write(item)
-    check = Checker(settings.max_message_bytes)
     failures: list[BaseException] = []
-    if producer is None and not dry_run:
-        producer = _producer(settings)
-    bar = Progress(len(loaded.events), progress if progress is not None else sys.stderr, clock)
+    bar = Progress(len(loaded.events), progress if progress is not None else sys.stderr, clock,
+                   progress_every)
     interval = 1.0 / rate if rate else 0.0
     next_slot = clock()
     start = clock()
     done = 0
     try:
+        for item in loaded.rejects:
+            summary.rejected[item["reason"]] += 1
+            rejects.write(item)
         for (kind, event), (source, where) in zip(loaded.events, loaded.where):
             summary.events += 1
             try:
@@ -163,7 +165,12 @@ def replay(settings, loaded, *, rate: float | None = None, dry_run: bool = False
                         if next_slot > now:
                             sleep(next_slot - now)
                         next_slot = max(next_slot, now - 0.05) + interval   # no catch-up burst
-                    producer.send(topics[kind], key=key, value=value).add_errback(failures.append)
+                    try:
+                        producer.send(topics[kind], key=key, value=value).add_errback(failures.append)
+                    except Exception as exc:     # kafka-python raises e.g. KafkaTimeoutError at once
+                        if not type(exc).__module__.startswith("kafka"):
+                            raise
+                        failures.append(exc)
                 summary.published[topics[kind]] += 1
             done += 1
             bar.update(done, sum(summary.rejected.values()))

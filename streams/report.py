@@ -4,7 +4,8 @@ The log is read like `corridor replay` reads it (streams/adapters/sources.py), e
 through the worker's Decoder, and the accepted ones are fed to `domain.engine.Engine`: the same
 join and the same definitions of stage, on time, transit and bottleneck as the stream
 (docs/semantics.md). So the counters and histograms here are the ones a worker exports after
-consuming the same log; the JSON output lists them as `metrics` samples, named as on /metrics.
+consuming the same log; the JSON output lists them as `metrics` samples, named as on /metrics
+(summed over the worker's `partition` label).
 
 Beyond what the worker exports, the report gives exact percentiles: transit p50/p90/p95 per
 corridor and dwell percentiles per stage, from the per-shipment values (the worker only has
@@ -60,6 +61,7 @@ class Report:
     transit: dict[str, list[float]] = field(default_factory=dict)
     dwell: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     events: int = 0
+    by_kind: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=lambda: list(NOTES))
 
@@ -72,16 +74,18 @@ class Report:
 def compute(events, policy: SlaPolicy, *, max_events: int = 100, now: float | None = None) -> Report:
     """Feed (kind, decoded contract event) pairs to an Engine and collect the per-shipment values."""
     engine = Engine(policy, max_events=max_events)
-    n = 0
+    by_kind: Counter = Counter()
     for kind, event in events:
         engine.feed(kind, event)
-        n += 1
+        by_kind[kind] += 1
     now = engine.latest if now is None else now
-    report = Report(engine, now, engine.gauges(now) if now is not None else OpenGauges(), events=n)
+    report = Report(engine, now, engine.gauges(now) if now is not None else OpenGauges(),
+                    events=sum(by_kind.values()), by_kind=by_kind)
     transit, dwell = defaultdict(list), defaultdict(list)
     for state in engine.shipments.values():
-        # The values the observation was made of: an observed shipment's milestones, end and
-        # primary order no longer change (timeline.apply), so the read side gives them back.
+        # The values the observation was made of: once observed, a shipment's milestones and end
+        # no longer change (timeline.apply); only a later order fact could, which
+        # _check_consistency reports.
         if not state["observed"] or state["end"] is None or state["end"][0] == "cancelled":
             continue
         corr = timeline.corridor(state)
@@ -207,12 +211,46 @@ def stage_table(report: Report, figures: dict | None = None):
 
 
 def metric_samples(report: Report) -> list[dict]:
-    """The corridor series as the worker's /metrics has them after the same log (streams/metrics.py)."""
-    from .metrics import families
-    out = []
-    for fam in families(report.engine.totals, report.gauges, report.now):
-        for s in fam.samples:
-            out.append({"name": s.name, "labels": dict(s.labels), "value": s.value})
+    """The corridor series a worker's /metrics has after the same log, summed over its `partition`
+    label (what `sum by (corridor, ...)` gives): same names, labels, buckets and values."""
+    out: list[dict] = []
+
+    def add(name: str, labels: dict, value) -> None:
+        out.append({"name": name, "labels": labels, "value": value})
+
+    def histogram(name: str, labels: dict, row: list, buckets: tuple) -> None:
+        cumulative, count, total = aggregate.cumulative(row, buckets)
+        for bound, n in cumulative:
+            add(f"{name}_bucket", {**labels, "le": "+Inf" if bound == float("inf") else repr(float(bound))}, n)
+        add(f"{name}_count", labels, count)
+        add(f"{name}_sum", labels, total)
+
+    totals = report.engine.totals
+    for corr in sorted(totals):
+        tot = totals[corr]
+        for key, n in sorted(tot["delivered"].items()):
+            sl, on_time = key.split("|")
+            add("corridor_shipments_delivered_total",
+                {"corridor": corr, "service_level": sl, "on_time": on_time}, n)
+        for exc, n in sorted(tot["exceptions"].items()):
+            add("corridor_shipment_exceptions_total", {"corridor": corr, "type": exc}, n)
+        for sl, row in sorted(tot["transit"].items()):
+            histogram("corridor_shipment_transit_seconds", {"corridor": corr, "service_level": sl}, row,
+                      aggregate.TRANSIT_BUCKETS)
+        for stage, row in sorted(tot["dwell"].items()):
+            histogram("corridor_stage_dwell_seconds", {"corridor": corr, "stage": stage}, row,
+                      aggregate.DWELL_BUCKETS)
+    g = report.gauges
+    for (corr, stage), n in sorted(g.in_stage.items()):
+        add("corridor_shipments_in_stage", {"corridor": corr, "stage": stage}, n)
+    for (corr, sl), n in sorted(g.overdue.items()):
+        add("corridor_shipments_overdue", {"corridor": corr, "service_level": sl}, n)
+    for (corr, stage), secs in sorted(g.excess.items()):
+        add("corridor_stage_excess_seconds", {"corridor": corr, "stage": stage}, secs)
+    for corr, stage in sorted(g.bottlenecks().items()):
+        add("corridor_bottleneck_stage", {"corridor": corr, "stage": stage}, 1)
+    if report.now is not None:
+        add("corridor_stream_time_seconds", {}, report.now)
     return out
 
 
@@ -220,7 +258,9 @@ def to_json(report: Report, figures: dict | None = None) -> dict:
     figures = figures if figures is not None else corridor_figures(report)
     return {
         "now": iso(report.now), "now_epoch": report.now,
-        "input": {"events": report.events, "rejected": dict(sorted(report.rejected.items()))},
+        "input": {"events": report.events, "by_kind": dict(sorted(report.by_kind.items())),
+                  "rejected": dict(sorted(report.rejected.items())),
+                  "duplicates": report.engine.duplicates, "late": report.engine.late},
         "notes": report.notes,
         "corridors": figures,
         "metrics": metric_samples(report),
@@ -296,7 +336,7 @@ def render(report: Report, fmt: str, *, top: int | None = None, table: str | Non
         df = _human(frames[name], stage=name == "stages")
         heading = "Corridors" if name == "corridors" else "Stage dwell"
         if fmt == "table":
-            parts.append(f"{heading}\n{df.to_string(index=False, na_rep='-')}")
+            parts.append(f"{heading}\n" + (df.to_string(index=False, na_rep="-") if len(df) else "(none)"))
         elif fmt == "markdown":
             parts.append(f"### {heading}\n\n{_markdown(df)}")
         else:
@@ -391,9 +431,10 @@ def main(args: argparse.Namespace) -> int:
     now = None
     if getattr(args, "now", None):
         try:
-            now = datetime.fromisoformat(args.now).timestamp()
-            if datetime.fromisoformat(args.now).tzinfo is None:
+            given = datetime.fromisoformat(args.now)
+            if given.tzinfo is None:
                 raise ValueError
+            now = given.timestamp()
         except ValueError:
             raise ReportError(f"--now {args.now!r} is not an ISO-8601 time with a UTC offset") from None
     if args.top is not None and args.top < 0:

@@ -75,7 +75,7 @@ def load(paths: Iterable[str | Path], fmt: str = "auto", mapping: str | Path | N
     if fmt == "csv-orders":
         return _load_orders_export(paths, mapping)
     if mapping is not None and fmt not in FEED_FORMATS:
-        raise SourceError("--mapping is for --format dcsa, epcis or csv-orders")
+        raise SourceError("--mapping is only for the input formats dcsa, epcis and csv-orders")
     if fmt in ("dcsa", "epcis"):
         return _load_feed(paths, fmt, _feed_options(fmt, mapping))
     kinds = dict(_DEFAULT_TOPICS)
@@ -83,11 +83,12 @@ def load(paths: Iterable[str | Path], fmt: str = "auto", mapping: str | Path | N
     out = Loaded()
     for p in paths:
         if p.is_dir():
-            raise SourceError(f"{p} is a directory; give the log files (or --format csv-orders)")
+            raise SourceError(f"{p} is a directory; give the log files (or an input format: csv-orders, "
+                              "dcsa, epcis)")
         f = fmt if fmt != "auto" else _EXTENSIONS.get(p.suffix.lower())
         if f is None:
             raise SourceError(f"cannot tell the format of {p} from its extension "
-                              f"(.jsonl, .csv, .parquet); pass --format")
+                              f"(.jsonl, .csv, .parquet); pass --input-format")
         reader = {"jsonl": _jsonl_records, "csv": _csv_records, "parquet": _parquet_records}[f]
         for where, record in reader(p):
             _add_log_record(out, str(p), where, record, kinds)
@@ -99,6 +100,8 @@ def _jsonl_records(path: Path):
     try:
         with open(path, "rb") as fh:
             for n, line in enumerate(fh, 1):
+                if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]             # a UTF-8 byte order mark
                 if not line.strip():
                     continue
                 try:
@@ -167,7 +170,7 @@ def _unflatten(row: Mapping[str, object], from_text: bool) -> dict:
             continue
         if value is None or (from_text and value == ""):
             continue
-        if from_text and col in _NESTED:
+        if col in _NESTED and isinstance(value, str):
             value = _cell_json(col, value)
         elif from_text and col == "declared_value.amount":
             try:
@@ -302,13 +305,13 @@ def _load_feed(paths: list[Path], fmt: str, opts: dict) -> Loaded:
 
 def _load_orders_export(paths: list[Path], mapping: str | Path | None) -> Loaded:
     if mapping is None:
-        raise SourceError("--format csv-orders needs --mapping FILE (e.g. streams/mappings/olist.toml)")
+        raise SourceError("csv-orders input needs --mapping FILE (e.g. streams/mappings/olist.toml)")
     try:
         spec = csv_orders.load_mapping(_read_mapping_file(mapping), str(mapping))
     except MappingError as exc:
         raise SourceError(str(exc)) from None
     if len(paths) != 1:
-        raise SourceError("--format csv-orders takes one directory (the export's tables)")
+        raise SourceError("csv-orders input takes one directory (the export's tables)")
     folder = paths[0] if paths[0].is_dir() else paths[0].parent
     tables = {}
     for name, filename in spec["tables"].items():

@@ -9,7 +9,7 @@ event_id, so forwarding twice is harmless. State (JSON-able dict):
     events     the order's contract events (order_placed, order_cancelled), at most MAX_ORDER_EVENTS
     shipments  shipment ids linked to this order
     seen       event ids applied (dedupe)
-    t          latest event time of the order (epoch seconds), for expiry
+    t          latest event time of the order or of a link to it (epoch seconds), for expiry
 """
 from __future__ import annotations
 
@@ -46,8 +46,21 @@ def apply_order_event(state: dict | None, event: dict) -> OrderApplied:
     return OrderApplied(state, [(sid, event) for sid in state["shipments"]])
 
 
-def apply_link(state: dict | None, order_id: str, shipment_id: str) -> OrderApplied:
+def expires_at(state: dict, retention: float) -> float | None:
+    """An order is forgotten a retention after its last event or link; an order that no shipment
+    has named yet (nor cancelled) is kept four retentions: parcels can wait that long for stock."""
+    if state.get("t") is None:
+        return None
+    shipped = bool(state["shipments"]) or any(
+        e["event_type"] == "order_cancelled" for e in state["events"])
+    return state["t"] + (retention if shipped else 4 * retention)
+
+
+def apply_link(state: dict | None, order_id: str, shipment_id: str,
+               at: float | None = None) -> OrderApplied:
     state = state if state is not None else new_order(order_id)
+    if at is not None:
+        state["t"] = at if state.get("t") is None else max(state["t"], at)
     if shipment_id in state["shipments"]:
         return OrderApplied(state, duplicate=True)
     state["shipments"].append(shipment_id)

@@ -39,6 +39,7 @@ SETTING_VARS = {row[0] for row in env_table()} | {f"{env}_FILE" for env in SECRE
 #: The metric contract (docs: streams/metrics.py), as exposed: counters end in _total, histograms
 #: are read through _bucket/_sum/_count.
 COUNTERS = {"corridor_events_consumed", "corridor_events_applied", "corridor_events_duplicate",
+            "corridor_state_expired",
             "corridor_events_late",
             "corridor_events_rejected", "corridor_rebalances", "corridor_shipments_delivered",
             "corridor_shipment_exceptions"}
