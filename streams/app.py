@@ -320,6 +320,8 @@ class Pipeline:
     def too_old(self, partition: int, event: dict) -> bool:
         """An event for an unknown shipment, older than the retention: its history was forgotten."""
         latest = self.watermark(partition)
+        if latest is None:      # nothing read yet since a restart or rebalance: the shared mark
+            latest = self.clock.get(f"w{partition}")
         if latest is None:
             return False
         return parse_time(event["occurred_at"]) < latest - self.settings.retention_seconds
@@ -395,8 +397,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
         """The contract event, or None after dead-lettering it."""
         return pipe.decoders[kind].decode(message.key, message.value)
 
-    @app.agent(app.topic(settings.topic_orders, settings.topic_order_links, key_type=str,
-                         value_type=bytes, key_serializer="utf8", value_serializer="raw"),
+    # Keys stay raw bytes here: the decoder checks them (a key that is not UTF-8 is a
+    # key_mismatch); a Faust key codec that raises would crash the agent and lose the message.
+    @app.agent(app.topic(settings.topic_orders, settings.topic_order_links, key_type=bytes,
+                         value_type=bytes, key_serializer="raw", value_serializer="raw"),
                name="join_orders")
     async def join_orders(stream):
         async for event in stream.events():
@@ -434,8 +438,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 await forwarded.send(key=sid, value=orjson.dumps({**oev, "shipment_id": sid}))
 
     @app.agent(app.topic(settings.topic_shipments, settings.topic_customs,
-                         settings.topic_shipment_orders, key_type=str, value_type=bytes,
-                         key_serializer="utf8", value_serializer="raw"),
+                         settings.topic_shipment_orders, key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw"),
                name="timelines")
     async def timelines(stream):
         async for event in stream.events():

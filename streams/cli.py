@@ -157,8 +157,11 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> None:
     except KafkaError as exc:
         raise BrokerError(f"cannot reach the broker at {settings.broker}: {exc}") from None
     try:
+        names = [n for n in topics if n in admin.list_topics()]
+        # Ask only for ours, and never with an empty list: Tansu answers it with every topic.
         existing = {t.get("name") or t.get("topic"): len(t["partitions"])
-                    for t in admin.describe_topics([n for n in topics if n in admin.list_topics()])}
+                    for t in (admin.describe_topics(names) if names else ())
+                    if (t.get("name") or t.get("topic")) in topics}
     finally:
         admin.close()
     wrong = {n: c for n, c in existing.items() if c != topics[n]}

@@ -119,7 +119,7 @@ class Decoder:
         # about 40% of the validation time per event, and these schemas only use $ref to
         # avoid repeating a pattern.
         inlined = inline_refs(self.schema)
-        self._validator = Draft202012Validator(inlined)
+        self._validator = Draft202012Validator(ecma_anchors(inlined))
         # The same schema compiled by jsonschema-rs answers valid/invalid in ~1 us instead of ~45;
         # the Python validator runs only on a failure, to name the error. Formats are
         # annotations for both (the patterns carry the rules), so they agree.
@@ -230,6 +230,23 @@ class Decoder:
         if err is None:     # the two validators disagree: trust the stricter, say so
             raise Rejected("schema", "does not match the schema (jsonschema-rs)")
         raise Rejected("schema", f"{err.json_path}: {err.message}")
+
+
+def ecma_anchors(node):
+    """A copy of a schema whose "pattern"s end in \\Z where they end in $.
+
+    JSON Schema patterns are ECMA-262, where $ matches only at the end (as in jsonschema-rs);
+    the Python validator uses re.search, where $ also matches before a final newline.
+    """
+    if isinstance(node, list):
+        return [ecma_anchors(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: ecma_anchors(v) for k, v in node.items()}
+    pattern = out.get("pattern")
+    if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
+        out["pattern"] = pattern[:-1] + "\\Z"
+    return out
 
 
 def inline_refs(schema: dict) -> dict:

@@ -162,8 +162,7 @@ def bad_stamps(clock: Clock, *, event_time: bool):
         # no digits, so it cannot be a date-time by accident
         st.tuples(st.just("not a date"), st.text(st.characters(blacklist_categories=("Cs", "Nd")),
                                                  max_size=30)),
-        # Not yet: a valid time plus a final "\n" (bad_timestamp by the contract, schema by the
-        # decoder): tests/unit/test_codec_properties.py::test_trailing_newline_in_occurred_at...
+        st.tuples(st.just("trailing newline"), stamps(lo, hi).map(lambda t: t + "\n")),
     ]
     if event_time:
         out.append(st.tuples(st.just("far future"),

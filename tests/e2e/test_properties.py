@@ -197,8 +197,7 @@ def describe(batch) -> str:
           phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.large_base_example, HealthCheck.filter_too_much])
-# bad_keys=False: keys that are not UTF-8 are left to the xfail test at the end of this module.
-@given(batch=batches(CLOCK, namespace=fresh_namespace, bad_keys=False))
+@given(batch=batches(CLOCK, namespace=fresh_namespace, bad_keys=True))
 def test_every_message_is_applied_deduplicated_or_dead_lettered(worker, producer, primed,
                                                                  dead_letters, batch):
     note(f"batch:\n{describe(batch)}")
@@ -262,9 +261,6 @@ def test_every_message_is_applied_deduplicated_or_dead_lettered(worker, producer
     assert len(records) == len(rejected)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the agents' topics decode keys with the utf8 codec, "
-                   "whose KeyDecodeError crashes the agent (Faust restarts it); the message is "
-                   "acked but neither counted nor dead-lettered")
 def test_a_key_that_is_not_utf8_is_dead_lettered_as_key_mismatch(logdir):
     """The decoder rejects a key that is not UTF-8 as key_mismatch (streams/codec.py), if the
     message reaches it. Own broker and worker: the agent crash must not touch the property."""
