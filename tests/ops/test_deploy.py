@@ -192,6 +192,7 @@ def test_the_metric_contract_is_what_the_worker_exports():
 
     registry = CollectorRegistry(auto_describe=False)
     counters = EventCounters(registry)
+    counters.expired.labels("timelines").inc()
     for c in (counters.consumed, counters.applied, counters.duplicate, counters.late):
         c.labels("shipments").inc()
     counters.rejected.labels("shipments", "not_json").inc()
