@@ -38,6 +38,8 @@ from .topics import dlq_name
 log = logging.getLogger("corridor")
 
 CLOCK_PERSIST_SECONDS = 1.0      # how often a worker shares its partitions' clocks
+#: A topic partition with no backlog and no event for this long stops holding the watermark back.
+TOPIC_IDLE_SECONDS = 300.0
 #: Rejections decided by the pipeline rather than the decoder (codec.REASONS has the others).
 PIPELINE_REASONS = ("expired",)
 
@@ -183,6 +185,7 @@ class Pipeline:
         #: of another (a replay: Faust drains topics unevenly) does not make state expire before
         #: its stragglers arrive, while a topic that is caught up (or silent) holds nothing back.
         self._topic_clock: dict[tuple[str, int], float] = {}
+        self._topic_seen: dict[tuple[str, int], float] = {}      # wall time of the last event
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
         self._last_reject_log = 0.0
@@ -225,28 +228,34 @@ class Pipeline:
         for tp in revoked:
             self._clock_scanned.discard(tp.partition)
             self._clock.pop(tp.partition, None)
-        self._topic_clock = {k: v for k, v in self._topic_clock.items()
-                             if k[1] not in {tp.partition for tp in revoked}}
+        gone = {tp.partition for tp in revoked}
+        self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
         parts = {tp.partition for tp in revoked}
         self.timeline_expiry.forget(parts)
         self.order_expiry.forget(parts)
 
     def watermark(self, partition: int, side: str = "shipments") -> float | None:
-        """Event time that every topic of one side of the join has reached on this partition: the
-        minimum over those topics with a backlog, or the latest of them when all are caught up.
-        The sides are kept apart: the orders topic is read ahead of the shipments that link to
-        its orders, so mixing it in would move the shipments' watermark too early."""
+        """Event time that every topic of one side of the join has reached on this partition.
+
+        The minimum over the side's topics that are still active here: with unread messages, or
+        with an event in the last TOPIC_IDLE_SECONDS of wall time. A topic read ahead of another
+        (a replay: Faust drains topics unevenly) therefore does not make state expire before the
+        other's stragglers arrive, while a topic that fell silent stops holding expiry back.
+        The sides are kept apart: the orders topic runs ahead of the shipments that link to it.
+        """
         topics = self.side_topics[side]
         ends, read = self.app.monitor.tp_end_offsets, self.app.monitor.tp_read_offsets
-        behind, latest = None, None
+        wall = time.monotonic()
+        active, latest = None, None
         for tp, t in self._topic_clock.items():
             if tp[1] != partition or tp[0] not in topics:
                 continue
             latest = t if latest is None else max(latest, t)
             end, last = ends.get(tp), read.get(tp)
-            if end is not None and last is not None and end > last + 1:
-                behind = t if behind is None else min(behind, t)
-        return behind if behind is not None else latest
+            backlog = end is not None and last is not None and end > last + 1
+            if backlog or wall - self._topic_seen.get(tp, 0.0) < TOPIC_IDLE_SECONDS:
+                active = t if active is None else min(active, t)
+        return active if active is not None else latest
 
     def global_watermark(self) -> float | None:
         """Event time that every partition has reached (shared through the clock table); None
@@ -317,11 +326,13 @@ class Pipeline:
         else:
             self._suppressed += 1
 
-    def too_old(self, partition: int, event: dict) -> bool:
-        """An event for an unknown shipment, older than the retention: its history was forgotten."""
-        latest = self.watermark(partition)
-        if latest is None:      # nothing read yet since a restart or rebalance: the shared mark
-            latest = self.clock.get(f"w{partition}")
+    def too_old(self, topic: str, partition: int, event: dict) -> bool:
+        """An event for an unknown shipment that is older, by more than the retention, than what its
+        own topic partition has carried: a straggler whose history was forgotten. (Measured against
+        its own topic: another topic of the partition may legitimately run weeks ahead.)"""
+        latest = self._topic_clock.get((topic, partition))
+        if latest is None:      # nothing read yet since a restart or rebalance: the shared value
+            latest = self.clock.get(f"t{partition}|{topic}")
         if latest is None:
             return False
         return parse_time(event["occurred_at"]) < latest - self.settings.retention_seconds
@@ -334,6 +345,7 @@ class Pipeline:
 
     def note_time(self, topic: str, partition: int, event_time: float) -> None:
         key = (topic, partition)
+        self._topic_seen[key] = time.monotonic()
         if event_time > self._topic_clock.get(key, float("-inf")):
             self._topic_clock[key] = event_time
 
@@ -346,6 +358,9 @@ class Pipeline:
             w = self.watermark(p)
             if w is not None and w > (self.clock.get(f"w{p}") or float("-inf")):
                 self.clock[f"w{p}"] = w
+        for (topic, p), t in list(self._topic_clock.items()):
+            if t > (self.clock.get(f"t{p}|{topic}") or float("-inf")):
+                self.clock[f"t{p}|{topic}"] = t
 
 
 def _now_iso() -> str:
@@ -423,10 +438,9 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 pipe.note_time(msg.topic, msg.partition, parse_time(ev["occurred_at"]))
                 res = order_side.apply_order_event(pipe.orders.get(oid), ev)
                 counters.inc(counters.duplicate if res.duplicate else counters.applied, msg.topic)
-            if res.duplicate:
-                continue
-            res.state["p"] = msg.partition
-            pipe.orders[oid] = res.state
+            if not res.duplicate:
+                res.state["p"] = msg.partition
+                pipe.orders[oid] = res.state
             pipe.order_expiry.note(msg.partition, oid, res.state)
             # An order may be forgotten only once every shipments partition is past it (a link to
             # it can come from any of them) and the links already sent to it have been read.
@@ -457,7 +471,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 source, label = kind, msg.topic
             sid = ev["shipment_id"]
             state = pipe.timelines.get(sid)
-            if state is None and kind != "forwarded" and pipe.too_old(msg.partition, ev):
+            if state is None and kind != "forwarded" and pipe.too_old(msg.topic, msg.partition, ev):
                 await pipe.reject(msg, Rejected("expired", f"{source} event {ev['event_id']} is "
                                                 "older than the retention and its shipment is gone"))
                 continue
@@ -465,6 +479,9 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if res.duplicate:
                 if kind != "forwarded":
                     counters.inc(counters.duplicate, label)
+                for oid in res.new_order_ids:       # resent: see timeline.apply
+                    await links.send(key=oid, value=orjson.dumps(
+                        {"order_id": oid, "shipment_id": sid, "at": res.state["last"]}))
                 continue
             if kind != "forwarded":
                 counters.inc(counters.applied, label)

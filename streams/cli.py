@@ -1,4 +1,4 @@
-"""The `corridor` command: broker, worker, simulate, replay, report, demo.
+"""The `corridor` command: broker, worker, simulate, replay, report, bridge, shipment, demo.
 
 Every flag has a CORRIDOR_* environment variable (streams/settings.py); flags win. Errors in flags,
 files or settings are one line on stderr and exit status 2.
@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     from . import replay
     replay.add_arguments(p)
 
+    p = sub.add_parser("bridge", help="live: convert a raw DCSA / EPCIS feed topic into the input topics")
+    _common(p)
+    from . import bridge
+    bridge.add_arguments(p)
+
+    p = sub.add_parser("shipment", help="one shipment's timeline from a worker, as a table")
+    from . import shipment_view
+    shipment_view.add_arguments(p)
+
     p = sub.add_parser("report", help="corridor SLA figures of an event log, in batch")
     from . import report
     report.add_arguments(p)
@@ -102,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "replay":
             from . import replay
             return replay.main(settings_from(args), args)
+        if args.command == "bridge":
+            from . import bridge
+            return bridge.main(settings_from(args), args)
+        if args.command == "shipment":
+            from . import shipment_view
+            return shipment_view.main(args)
         if args.command == "report":
             from . import report
             return report.main(args)

@@ -43,6 +43,7 @@ class Engine:
                                      self.max_events)
                 if res.duplicate:
                     self.duplicates += kind != "forwarded"
+                    queue.extend(("link", (oid, sid)) for oid in res.new_order_ids)
                     continue
                 self.late += res.late
                 self.shipments[sid] = res.state
@@ -53,9 +54,8 @@ class Engine:
                 queue.extend(("link", (oid, sid)) for oid in res.new_order_ids)
 
     def _order_result(self, res, oid: str, queue: deque) -> None:
-        if res.duplicate:
-            return
-        self.orders[oid] = res.state
+        if not res.duplicate:
+            self.orders[oid] = res.state
         queue.extend(("forwarded", {**ev, "shipment_id": sid}) for sid, ev in res.forwards)
 
     def gauges(self, now: float | None = None) -> aggregate.OpenGauges:

@@ -3,7 +3,10 @@
 An order's state remembers its events and the shipments that carry it. Either side may come first:
 an order event is forwarded to every shipment already linked, and a new link (from a shipment event
 naming the order) forwards every order event already known. The shipment side dedupes by
-event_id, so forwarding twice is harmless. State (JSON-able dict):
+event_id, so forwarding twice is harmless, and a redelivered (duplicate) order event or link
+forwards again: after a crash the state change may have reached the changelog while the forwards
+did not, and dropping them then would leave the shipment waiting for its order forever.
+State (JSON-able dict):
 
     id         order id
     events     the order's contract events (order_placed, order_cancelled), at most MAX_ORDER_EVENTS
@@ -35,7 +38,7 @@ def new_order(order_id: str) -> dict:
 def apply_order_event(state: dict | None, event: dict) -> OrderApplied:
     state = state if state is not None else new_order(event["order_id"])
     if event["event_id"] in state["seen"]:
-        return OrderApplied(state, duplicate=True)
+        return OrderApplied(state, [(sid, event) for sid in state["shipments"]], duplicate=True)
     state["seen"].append(event["event_id"])
     state["events"].append(event)
     t = parse_time(event["occurred_at"])
@@ -62,7 +65,7 @@ def apply_link(state: dict | None, order_id: str, shipment_id: str,
     if at is not None:
         state["t"] = at if state.get("t") is None else max(state["t"], at)
     if shipment_id in state["shipments"]:
-        return OrderApplied(state, duplicate=True)
+        return OrderApplied(state, [(shipment_id, ev) for ev in state["events"]], duplicate=True)
     state["shipments"].append(shipment_id)
     if len(state["shipments"]) > MAX_LINKS:
         del state["shipments"][0]

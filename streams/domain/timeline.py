@@ -133,7 +133,10 @@ def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
     state = state if state is not None else new_state(sid)
     eid = event["event_id"]
     if eid in state["seen"]:
-        return Applied(state, duplicate=True)
+        # Links are sent again for a redelivered event: the first send may have been lost in a
+        # crash after the state reached the changelog (the order side dedupes links).
+        return Applied(state, duplicate=True,
+                       new_order_ids=list(event.get("order_ids") or ()) if source == "shipments" else [])
     state["seen"].append(eid)
     if len(state["seen"]) > SEEN_CAP:
         del state["seen"][0]

@@ -5,7 +5,7 @@ shipment.
 """
 import pytest
 
-from builders import HOUR, journey, ship
+from builders import HOUR, customs, journey, ship
 from harness import Worker, consume_all, poll, produce, sample, series, unique_app_id
 
 pytestmark = pytest.mark.e2e
@@ -23,10 +23,13 @@ def test_ended_shipments_expire_and_their_figures_stay(broker, logdir):
         poll(lambda: sample(w.metrics(), "corridor_shipments_delivered_total", corridor="CN-AU",
                             service_level="standard", on_time="true") == 1, 30)
         assert w.get("/shipments/S1")[0] == 200
-        # S5 (partition 3, like S1) moves that partition's clock past S1's end + 10 h
+        # S5 (partition 3, like S1) moves that partition's watermark past S1's end + 10 h: every
+        # topic of the partition that is active must get there (shipments and customs here)
         produce(broker.bootstrap, [("shipments", ship("S5", "label_created", 150.0,
                                                       order_ids=["O9"], origin_country="CN",
-                                                      destination_country="AU"))])
+                                                      destination_country="AU")),
+                                   ("customs", customs("S5", "declaration_lodged", 150.0,
+                                                       direction="export", country="CN"))])
         poll(lambda: w.get("/shipments/S1")[0] == 404, 30, what="S1 forgotten")
         m = w.metrics()
         assert sample(m, "corridor_shipments_delivered_total", corridor="CN-AU",

@@ -226,3 +226,17 @@ def test_ended_shipments_are_compacted_and_expire_after_the_retention():
     assert "declaration_lodged" in [e[2] for e in open_["ev"]]        # open: kept whole
     assert timeline.expires_at(ended, 10 * HOUR) == T0_EPOCH + 140 * HOUR
     assert timeline.expires_at(open_, 10 * HOUR) is None
+
+
+def test_a_redelivered_link_or_order_event_forwards_again():
+    """After a crash the order state may be saved while its forwards were lost: resend them."""
+    from streams.domain import orders as order_side
+    placed = order("O1", 0.0)
+    res = order_side.apply_order_event(None, placed)
+    res = order_side.apply_link(res.state, "O1", "S1")
+    assert res.forwards == [("S1", placed)] and not res.duplicate
+    again = order_side.apply_link(res.state, "O1", "S1")
+    assert again.duplicate and again.forwards == [("S1", placed)]
+    again = order_side.apply_order_event(again.state, placed)
+    assert again.duplicate and again.forwards == [("S1", placed)]
+    assert again.state["shipments"] == ["S1"] and len(again.state["events"]) == 1
