@@ -100,7 +100,7 @@ def _bootstrap_list(bootstrap: list[str] | str) -> list[str]:
     return out
 
 
-def _cluster_id(bootstrap: str, timeout: float) -> str | None:
+def _cluster_id(bootstrap, timeout: float, client_options: dict | None = None) -> str | None:
     """The cluster id a Kafka broker at `bootstrap` reports, or None when none answers in time."""
     from kafka import KafkaAdminClient  # deferred: no client library import cost for `--help`
     from kafka.errors import KafkaConfigurationError
@@ -109,7 +109,8 @@ def _cluster_id(bootstrap: str, timeout: float) -> str | None:
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="corridor-broker-probe",
                                  bootstrap_timeout_ms=ms, request_timeout_ms=ms,
-                                 reconnect_backoff_ms=50, reconnect_backoff_max_ms=200)
+                                 reconnect_backoff_ms=50, reconnect_backoff_max_ms=200,
+                                 **(client_options or {}))
     except KafkaConfigurationError:
         raise  # a bug here, not a broker that is still starting
     except Exception:  # refused, timed out, or a non-Kafka listener: not ready (yet)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
+
+from .domain.stages import parse_time  # noqa: F401  (re-exported: the codec's time rule)
 from jsonschema.exceptions import best_match
 
 REASONS = (
@@ -71,27 +72,6 @@ def load_schema(kind: str) -> dict:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}") from None
     with open(SCHEMA_DIR / name, "rb") as f:
         return json.load(f)
-
-
-def parse_time(s: str) -> float:
-    """ISO-8601 date-time with a mandatory UTC offset ('Z' or ±HH:MM) -> epoch seconds.
-
-    Raises ValueError whose message quotes the value and says what is wrong with it.
-    """
-    if not isinstance(s, str):
-        raise ValueError(f"{s!r} is not a string")
-    try:
-        # C-implemented and, since 3.11, accepts 'Z' and any offset: the fast path.
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"{s!r} is not an ISO-8601 date-time") from None
-    if dt.tzinfo is None:
-        # A naive time means a different instant on every producer host; refuse to guess.
-        raise ValueError(f"{s!r} has no UTC offset")
-    try:
-        return dt.timestamp()
-    except (OverflowError, OSError, ValueError):
-        raise ValueError(f"{s!r} is out of range") from None
 
 
 class Decoder:

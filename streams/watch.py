@@ -17,26 +17,12 @@ log = logging.getLogger("corridor.watch")
 EXIT_CLUSTER_CHANGED = 3
 
 
-def cluster_id(settings: Settings, timeout_ms: int = 3000) -> str | None:
+def cluster_id(settings: Settings, timeout: float = 3.0) -> str | None:
     """The cluster id the brokers report, or None while they cannot be reached."""
-    from kafka.admin import KafkaAdminClient
+    from .broker import _cluster_id
     from .security import kafka_python_options
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                 client_id="corridor-watch", request_timeout_ms=timeout_ms,
-                                 bootstrap_timeout_ms=timeout_ms, **kafka_python_options(settings))
-    except Exception:
-        return None
-    try:
-        return admin.describe_cluster().get("cluster_id")
-    except Exception:
-        return None
-    finally:
-        try:
-            admin.close()
-        except Exception:
-            pass
+    return _cluster_id(settings.bootstrap_servers, timeout, kafka_python_options(settings))
 
 
 async def watch_cluster(settings: Settings, interval: float, exit_=os._exit) -> None:
