@@ -175,9 +175,11 @@ class Pipeline:
         self.kind_of = {name: kind for kind, name in settings.input_topics.items()}
         self.kind_of[settings.topic_shipment_orders] = "forwarded"
         self.kind_of[settings.topic_order_links] = "link"
+        # Forwarded order events are not in the shipments side: they carry order times (days
+        # before the parcel moves), and a shipment expires only once observed, when its order
+        # has arrived anyway.
         self.side_topics = {
-            "shipments": {settings.topic_shipments, settings.topic_customs,
-                          settings.topic_shipment_orders},
+            "shipments": {settings.topic_shipments, settings.topic_customs},
             "orders": {settings.topic_orders, settings.topic_order_links}}
         self._clock: dict[int, float] = {}
         #: (topic, partition) -> latest event time read there. A partition's watermark is the

@@ -103,17 +103,28 @@ def stage_durations(state: dict) -> list[tuple[str, float, float | None]]:
     return out
 
 
+def has_parcel_events(state: dict) -> bool:
+    """Has any shipment or customs event been applied? (Order facts alone are not a parcel.)"""
+    return any(e[1] != "orders" for e in state["ev"])
+
+
 def expires_at(state: dict, retention: float) -> float | None:
-    """Event time after which an ended, observed shipment may be forgotten; None while needed."""
-    if state["end"] is None or not state["observed"]:
+    """Event time after which a shipment may be forgotten; None while it is needed.
+
+    An ended, observed shipment: its end + retention. A state that holds only order facts (the
+    order was forwarded after the shipment itself had been forgotten): its last event + retention.
+    """
+    if state["end"] is None:
+        return None if has_parcel_events(state) else state["last"] + retention
+    if not state["observed"]:
         return None
     return state["end"][1] + retention
 
 
 def current_stage(state: dict) -> tuple[str, float] | None:
     """(stage, since) for an open shipment: its latest milestone; fulfilment from its first event if none."""
-    if state["end"] is not None:
-        return None
+    if state["end"] is not None or not has_parcel_events(state):
+        return None     # ended, or only order facts so far: not a parcel on its way
     ms = milestones(state)
     if ms:
         t, stage = ms[-1]
