@@ -1,82 +1,141 @@
 """Throughput of the whole pipeline: embedded broker + `corridor worker` processes on a simulator load.
 
 Each run: a fresh embedded broker, the topics created, the workload produced up front with
-kafka-python, then N workers start cold and the clock runs from the moment the first worker is ready
-until the workers together have consumed every message (read from their /metrics). Prints events/s,
-the workers' peak RSS, and the median and spread over the runs. A figure, not a test: nothing here
-asserts a time.
+kafka-python, then N workers are spawned at the same moment (cold: new processes, a new consumer
+group, empty tables). Two clocks:
+
+- from ready: from the moment the first worker answers /health 200 (in the group, tables recovered)
+  until the group has committed every input message and everything on the two internal join
+  topics (common.GroupProgress): every event and every join hop it caused has been processed.
+  This is the headline events/s.
+- cold: the same end, from the spawn of the processes (adds Python boot and the group join).
+
+Progress is read from the broker (the group's committed offsets) every 0.25 s, so measuring costs
+the workers nothing; the workers' `corridor_consumer_lag` is not used: it is computed from the end
+offsets Faust last saw and reads 0 while forwarded order events are still in flight. Also
+reported: the workers' peak RSS (VmHWM; the largest of the workers) and, from their /metrics at
+the end, shipments delivered and events applied/duplicate/rejected, and the worker CPU time
+(user + system, from ready to the end) per event: unlike events/s it hardly moves when other
+processes compete for the cores (sanity figures; the floor's
+Engine gives the reference delivered count). A figure, not a test: nothing here asserts a time.
 
     python benchmarks/pipeline.py [--shipments 5000] [--runs 3] [--workers 1] [--partitions 4]
+                                  [--store memory://|rocksdb://] [--faust SETTING=VALUE ...]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import orjson
-from kafka import KafkaProducer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (GroupProgress, cpu_seconds, kill_all, loadavg, poll, produce,  # noqa: E402
+                    rss_mib, start_broker, start_workers, workload)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
-
-from harness import Worker, poll, series, unique_app_id  # noqa: E402
-from streams.broker import EmbeddedBroker, create_topics  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.simulate import histories  # noqa: E402
-from streams.topics import all_topics  # noqa: E402
+WORKER_ENV = {"CORRIDOR_LOG_LEVEL": "warn"}
 
 
-def workload(shipments: int, seed: int) -> list[tuple[str, bytes, bytes]]:
-    topics = Settings().input_topics
-    start = time.time() - 120 * 86400
-    return [(topics[e.topic], e.key.encode(), orjson.dumps(e.value))
-            for e in histories(seed, shipments, scenario="customs-backlog", start=start,
-                               duplicate_rate=0.01, reorder_rate=0.02)]
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def one_run(events, n_workers: int, partitions: int, logdir: Path) -> dict:
-    broker = EmbeddedBroker(port=0).start()
+def one_run(events, n_workers: int, partitions: int, logdir: Path, *, store: str = "memory://",
+            profile_out: Path | None = None, timeout: float = 1800, shim: bool = False,
+            env: dict | None = None) -> dict:
+    """One cold run; returns the figures (see the module docstring)."""
+    load_before = loadavg()
+    broker = start_broker(partitions)
+    workers = []
+    spy = None
     try:
-        settings = Settings(broker=broker.url, partitions=partitions)
-        create_topics(broker.bootstrap, all_topics(settings))
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks=1, linger_ms=20,
-                                 batch_size=256 * 1024)
-        t = time.perf_counter()
-        for topic, key, value in events:
-            producer.send(topic, key=key, value=value)
-        producer.flush()
-        producer.close()
-        produce_s = time.perf_counter() - t
-        app_id = unique_app_id("bench")
-        env = {"CORRIDOR_PARTITIONS": str(partitions), "CORRIDOR_LOG_LEVEL": "warn"}
-        workers = [Worker(broker.url, app_id, logdir, name=f"w{i}", env=env) for i in range(n_workers)]
-        for w in workers:
-            w.start(ready_timeout=120)
-        t0 = time.perf_counter()
+        produce_s = produce(broker.bootstrap, events)
+        env = dict(WORKER_ENV, CORRIDOR_PARTITIONS=str(partitions), CORRIDOR_STORE=store, **(env or {}))
+        workers = start_workers(broker.url, n_workers, logdir, env, shim=shim)
+        broker_cpu0 = cpu_seconds(broker.pid)
+        t_spawn = min(w.t_spawn for w in workers)
+        t_ready = min(w.t_ready for w in workers)
+        if profile_out is not None:
+            spy = subprocess.Popen([py_spy(), "record", "-p", str(workers[0].proc.pid), "--idle", "--threads",
+                                    "-r", "100", "-f", "raw", "-o", str(profile_out)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+        marks: dict[str, float] = {}
+        n = len(events)
+        group = GroupProgress(broker.bootstrap, workers[0].env["CORRIDOR_APP_ID"], partitions)
 
-        def consumed():
-            return sum(sum(series(w.metrics(), "corridor_events_consumed_total").values())
-                       for w in workers)
-        poll(lambda: consumed() >= len(events), 1800, 0.25, "all events consumed")
-        elapsed = time.perf_counter() - t0
-        rss = [peak_rss_mib(w.proc.pid) for w in workers]
-        for w in workers:
-            w.stop()
-        return {"events": len(events), "seconds": elapsed, "events_per_s": len(events) / elapsed,
-                "produce_per_s": len(events) / produce_s, "peak_rss_mib": max(rss)}
+        def done() -> bool:
+            for w in workers:
+                if w.proc.poll() is not None:
+                    raise RuntimeError(f"worker {w.name} exited with status {w.proc.returncode}: "
+                                       f"{w.crash() or w.log_tail(25)}")
+            if "inputs" not in marks and group.inputs_committed() >= n:
+                marks["inputs"] = time.perf_counter()
+            return "inputs" in marks and group.done(n)
+
+        try:
+            poll(done, timeout, 0.25, "every event and every join hop processed and committed")
+        finally:
+            internal = group.internal_records()
+            group.close()
+        t_end = time.perf_counter()
+        rss = [rss_mib(w.proc.pid, "VmHWM:") for w in workers]
+        cpu = sum(w.cpu_since_ready() for w in workers)
+        broker_cpu = cpu_seconds(broker.pid) - broker_cpu0
+        figures = final_figures(workers)
+        profile_err = None
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)          # py-spy writes its output on Ctrl-C
+            try:
+                _, err = spy.communicate(timeout=60)
+                profile_err = err.decode(errors="replace")[-500:] if spy.returncode else None
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                profile_err = "py-spy did not stop"
+        return {"events": n, "workers": n_workers, "store": store, "shim": shim,
+                "seconds": t_end - t_ready,
+                "events_per_s": n / (t_end - t_ready),
+                "cold_events_per_s": n / (t_end - t_spawn),
+                "start_to_ready_s": t_ready - t_spawn,
+                "all_ready_s": max(w.t_ready for w in workers) - t_spawn,
+                "inputs_committed_s": marks["inputs"] - t_ready,
+                "internal_records": internal,
+                "produce_per_s": n / produce_s,
+                "worker_cpu_s": cpu, "cpu_us_per_event": cpu / n * 1e6,
+                "broker_cpu_s": broker_cpu,
+                "peak_rss_mib": max(rss), "peak_rss_mib_each": rss,
+                "loadavg_before": load_before, "loadavg_after": loadavg(),
+                "profile_error": profile_err, **figures}
     finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+        kill_all(workers)
         broker.stop()
+
+
+def py_spy() -> str:
+    """The py-spy next to this Python (the venv's), else the one on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else (shutil.which("py-spy") or "py-spy")
+
+
+def final_figures(workers) -> dict:
+    """Sanity figures from the workers' metrics at the end (summed over workers): shipments
+    delivered, events applied / duplicate / rejected. The floor's Engine gives the same delivered
+    count up to cross-topic arrival order (docs/semantics.md, late events)."""
+    out = {"delivered": 0.0, "applied": 0.0, "duplicate": 0.0, "rejected": 0.0}
+    names = {"corridor_shipments_delivered_total": "delivered",
+             "corridor_events_applied_total": "applied",
+             "corridor_events_duplicate_total": "duplicate",
+             "corridor_events_rejected_total": "rejected"}
+    for w in workers:
+        for (name, _labels), v in w.metrics().items():
+            if name in names:
+                out[names[name]] += v
+    return out
 
 
 def main() -> int:
@@ -86,23 +145,40 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--store", default="memory://", help="memory:// or rocksdb://")
+    ap.add_argument("--faust", action="append", default=[], metavar="SETTING=VALUE",
+                    help="what-if: override a Faust setting of the worker (JSON value, else a "
+                    "string), through benchmarks/worker_shim.py; repeatable")
+    ap.add_argument("--shim", action="store_true", help="run the worker through worker_shim.py")
     args = ap.parse_args()
-    logdir = Path(os.environ.get("TMPDIR", "/tmp")) / "corridor-bench"
-    logdir.mkdir(parents=True, exist_ok=True)
+    overrides = {}
+    for item in args.faust:
+        key, _, raw = item.partition("=")
+        try:
+            overrides[key] = json.loads(raw)
+        except ValueError:
+            overrides[key] = raw
+    env = {"CORRIDOR_BENCH_FAUST": json.dumps(overrides)} if overrides else {}
+    logdir = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
     events = workload(args.shipments, args.seed)
     print(f"workload: {args.shipments} shipments, {len(events)} events, {args.partitions} partitions, "
-          f"{args.workers} worker(s), {os.cpu_count()} CPUs", flush=True)
+          f"{args.workers} worker(s), store {args.store}, {os.cpu_count()} CPUs; logs in {logdir}"
+          + (f"; Faust overrides {overrides}" if overrides else ""), flush=True)
     results = []
     for i in range(args.runs):
-        r = one_run(events, args.workers, args.partitions, logdir)
+        r = one_run(events, args.workers, args.partitions, logdir, store=args.store, env=env,
+                    shim=args.shim or bool(overrides))
         results.append(r)
-        print(f"run {i + 1}: {r['events_per_s']:8.0f} events/s  ({r['seconds']:.1f} s)  "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB  (producer {r['produce_per_s']:.0f} msg/s)",
-              flush=True)
+        print(f"run {i + 1}: {r['events_per_s']:8.0f} events/s from ready ({r['seconds']:.1f} s; "
+              f"{r['cpu_us_per_event']:.0f} us worker CPU/event; "
+              f"{r['cold_events_per_s']:.0f} from spawn, ready after {r['start_to_ready_s']:.1f} s)  "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB  delivered {r['delivered']:.0f}  "
+              f"(producer {r['produce_per_s']:.0f} msg/s, load {r['loadavg_before']:.1f})", flush=True)
     rates = [r["events_per_s"] for r in results]
     print(f"median {statistics.median(rates):.0f} events/s  (min {min(rates):.0f}, max {max(rates):.0f},"
           f" {len(rates)} runs); median peak RSS "
           f"{statistics.median(r['peak_rss_mib'] for r in results):.0f} MiB")
+    shutil.rmtree(logdir, ignore_errors=True)
     return 0
 
 
