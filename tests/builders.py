@@ -71,3 +71,18 @@ def journey(sid: str, oid: str, *, seller="CN", buyer="AU", sl="standard", promi
     if delivered is not None:
         out.append(("shipments", ship(sid, end, delivered)))
     return out
+
+
+def shared_data():
+    """The team's shared test data (../shared/data next to the checkout; read, never copied).
+
+    CORRIDOR_SHARED_DATA overrides; a clone elsewhere (CI's, /tmp/x) falls back to /work/shared.
+    """
+    import os
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    for candidate in (os.environ.get("CORRIDOR_SHARED_DATA"), repo.parent / "shared" / "data",
+                      Path("/work/shared/data")):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    raise FileNotFoundError("shared test data not found: set CORRIDOR_SHARED_DATA to ../shared/data")

@@ -4,6 +4,7 @@ documents produced with kafka-python; the contract events and dead letters read 
 Each test has its own raw topic, input topic names (CORRIDOR_TOPIC_*) and group, so they share the
 module's broker without seeing each other's records.
 """
+from builders import shared_data
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from streams.adapters.sources import Checker
 from streams.bridge import translate
 from streams.broker import create_topics
 
-STANDARDS = REPO.parent / "shared" / "data" / "standards"
+STANDARDS = shared_data() / "standards"
 TNT_220 = STANDARDS / "dcsa" / "tnt-220-response.json"
 E = "3cecb101-7a1a-43a4-9d62-e88a131651e"          # the v2.2 example's eventIDs are E + 2..8
 ARRIVED = {"shipment_id": "ABC123123123", "event_type": "arrived_destination",

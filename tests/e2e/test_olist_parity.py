@@ -6,6 +6,7 @@ The two paths share only the pure semantics (streams/domain): the worker distrib
 4 partitions, two internal topics and changelogged tables; the report runs `Engine` in memory.
 The worker's table-derived series are summed over their `partition` label before comparing.
 """
+from builders import shared_data
 import argparse
 import json
 import time
@@ -16,7 +17,7 @@ from harness import REPO, Worker, series, unique_app_id
 from streams import replay, report
 from streams.settings import Settings
 
-OLIST = REPO.parent / "shared" / "data" / "olist-10k"
+OLIST = shared_data() / "olist-10k"
 MAPPING = REPO / "streams" / "mappings" / "olist.toml"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600),

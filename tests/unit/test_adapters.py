@@ -4,6 +4,7 @@ The examples live in ../shared/data (read, never edited). What the semantics use
 conversion exactly: ids, event types, instants and their UTC offsets, countries. Every event an
 adapter produces must pass the worker's Decoder; malformed input is a reject with a clear reason.
 """
+from builders import shared_data
 import copy
 import json
 from collections import Counter
@@ -15,7 +16,7 @@ import pytest
 from streams.adapters import csv_orders, dcsa, epcis, reason_code, sources
 from streams.codec import Decoder, parse_time
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = shared_data()
 DCSA = DATA / "standards" / "dcsa"
 EPCIS = DATA / "standards" / "epcis"
 OLIST = DATA / "olist-10k"

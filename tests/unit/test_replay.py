@@ -8,13 +8,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from builders import journey, ship
+from builders import shared_data, journey, ship
 from streams import replay
 from streams.adapters import sources
 from streams.replay import ReplayError
 from streams.settings import Settings
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = shared_data()
 MAPPINGS = Path(__file__).resolve().parents[2] / "streams" / "mappings"
 SETTINGS = Settings.from_env({}, broker="kafka://127.0.0.1:1", topic_orders="t-orders",
                              topic_shipments="t-shipments", topic_customs="t-customs")
