@@ -47,6 +47,7 @@ dashboards: $(STAMP)  ## regenerate the Grafana dashboards and the k8s Prometheu
 	$(PY) deploy/k8s/prometheusrule.py
 
 bench: $(STAMP)  ## the benchmark table (throughput, latency, RSS, floor, scaling); not part of make test
+	$(PY) -m pip install --quiet -e '.[test,ops,bench]'
 	$(PY) benchmarks/run_all.py
 
 clean:  ## remove the virtualenv and local data

@@ -76,6 +76,33 @@ def area(frame: str) -> str:
     return path.split("/", 1)[0].removesuffix(".py") or "?"
 
 
+#: Where the main thread's busy time goes, by a frame anywhere on the stack (so rows overlap).
+CATEGORIES = (
+    ("agents: the `timelines` and `join_orders` bodies",
+     ("create_app.<locals>.timelines", "create_app.<locals>.join_orders")),
+    ("· of which table writes (`table[k] = v` -> changelog send)", ("ManagedUserDict.__setitem__",)),
+    ("· of which contract decoding (`Decoder.decode`)", ("Decoder.decode",)),
+    ("· of which the domain (`timeline.apply`, `orders.apply_*`)",
+     ("apply (streams/domain/timeline", "apply_order_event", "apply_link")),
+    ("· of which sends to the internal join topics", ("Topic.send (",)),
+    ("aiokafka's sender: building and writing produce requests (one per record batch)",
+     ("Sender.", "SendProduceReqHandler.")),
+    ("faust's ProducerBuffer: pushing buffered changelog records to aiokafka",
+     ("ProducerBuffer._handle_pending",)),
+    ("faust's fetcher: handing fetched records to the streams", ("Fetcher._fetcher",)),
+    ("offset commits", ("Consumer._commit_handler", "Consumer.commit (")),
+    ("/metrics and the web server", ("generate_latest", "Web.", "aiohttp")),
+)
+
+
+def categories(stacks_busy: list[tuple[list[str], int]]) -> list[tuple[str, int]]:
+    out = []
+    for label, prefixes in CATEGORIES:
+        n = sum(c for frames, c in stacks_busy if any(f.startswith(prefixes) for f in frames))
+        out.append((label, n))
+    return out
+
+
 def summarise(path: Path, top: int = 15, thread: str = "MainThread") -> dict:
     """Per-thread busy/idle, and for `thread` (all threads if absent) the top frames by own and
     inclusive busy samples and own busy samples by package."""
@@ -91,10 +118,12 @@ def summarise(path: Path, top: int = 15, thread: str = "MainThread") -> dict:
     incl: Counter = Counter()
     areas: Counter = Counter()
     idle = 0
+    busy_stacks = []
     for frames, n in chosen:
         if not frames or is_idle(frames):
             idle += n
             continue
+        busy_stacks.append((frames, n))
         own[frames[-1]] += n
         areas[area(frames[-1])] += n
         for f in set(frames):
@@ -102,7 +131,7 @@ def summarise(path: Path, top: int = 15, thread: str = "MainThread") -> dict:
     return {"thread": thread, "samples": total, "idle": idle, "busy": total - idle,
             "threads": {t: {"samples": a, "idle": b} for t, (a, b) in threads.items()},
             "own": own.most_common(top), "inclusive": incl.most_common(top + 40),
-            "areas": areas.most_common()}
+            "areas": areas.most_common(), "categories": categories(busy_stacks)}
 
 
 #: Frames on every busy stack of the main thread (boot and the event loop): left out of the
@@ -121,7 +150,9 @@ def markdown(s: dict, top: int = 15) -> str:
     lines += ["", f"{s['thread']}: {s['samples']} samples, {100 * s['idle'] / max(1, s['samples']):.0f}% "
               f"idle (waiting in select), {100 * s['busy'] / max(1, s['samples']):.0f}% busy. "
               "Shares below are of its busy samples.", "",
-              "| own time by package | % busy |", "|---|---:|"]
+              "| where the busy time goes (inclusive; rows overlap) | % busy |", "|---|---:|"]
+    lines += [f"| {label} | {100 * n / busy:.1f} |" for label, n in s.get("categories", [])]
+    lines += ["", "| own time by package | % busy |", "|---|---:|"]
     lines += [f"| {a} | {100 * n / busy:.1f} |" for a, n in s["areas"][:10]]
     lines += ["", "| own time (leaf frame) | % busy |", "|---|---:|"]
     lines += [f"| `{f}` | {100 * n / busy:.1f} |" for f, n in s["own"][:top]]

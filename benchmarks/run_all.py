@@ -301,6 +301,9 @@ def write_doc(res: dict, text: str) -> None:
     doc = DOC.read_text() if DOC.exists() else "# Performance\n"
     doc = update_doc(doc, BEGIN, END, text)
     if "profile" in sec and sec["profile"].get("markdown"):
+        raw = Path(sec["profile"].get("raw", ""))
+        if raw.is_file():     # re-summarised, so a newer summary format applies to an old profile
+            sec["profile"]["markdown"] = pyspy_summary.markdown(pyspy_summary.summarise(raw, 15), 15)
         r = sec["profile"]["run"]
         head = (f"One 1-worker run ({r['events']:,} events, {r['events_per_s']:,.0f} events/s "
                 f"under the profiler), `py-spy record --idle --threads -r 100 -f raw`, "
