@@ -20,8 +20,7 @@ from streams.settings import Settings
 OLIST = shared_data() / "olist-10k"
 MAPPING = REPO / "streams" / "mappings" / "olist.toml"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600),
-              pytest.mark.skipif(not OLIST.is_dir(), reason=f"Olist data not found at {OLIST}")]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 DEADLINE = 240.0      # the worker takes ~40-60 s for the log on 2 shared cores; generous on purpose
 

@@ -23,7 +23,6 @@ OLIST = DATA / "olist-10k"
 OLIST_MAPPING = Path(__file__).resolve().parents[2] / "streams" / "mappings" / "olist.toml"
 DECODERS = {kind: Decoder(kind) for kind in ("orders", "shipments", "customs")}
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"example data not found at {DATA}")
 
 
 def decodes(converted):

@@ -146,7 +146,6 @@ def test_nothing_rejected_writes_no_rejects_file(tmp_path, capsys):
     assert "rejected" not in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="example data not found")
 def test_olist_export_dry_run(tmp_path, capsys):
     rejects = tmp_path / "rejects.jsonl"
     code = replay.main(SETTINGS, args("--format", "csv-orders", "--mapping", MAPPINGS / "olist.toml",
@@ -158,7 +157,6 @@ def test_olist_export_dry_run(tmp_path, capsys):
     assert len(rejects.read_text().splitlines()) == 117
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="example data not found")
 def test_feed_documents_dry_run(tmp_path, capsys):
     rejects = tmp_path / "rejects.jsonl"
     assert replay.main(SETTINGS, args("--format", "dcsa", DATA / "standards" / "dcsa", "--dry-run",
@@ -190,7 +188,6 @@ def test_bad_inputs_are_one_line_replay_errors(log, tmp_path, argv, words):
 
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="example data not found")
 def test_shipped_feed_mappings_load_and_a_destination_changes_the_arrivals(tmp_path, capsys):
     for fmt in ("dcsa", "epcis"):
         assert replay.main(SETTINGS, args("--format", fmt, "--mapping", MAPPINGS / f"{fmt}.toml",
