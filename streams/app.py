@@ -521,8 +521,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             pipe.timelines[sid] = res.state
             if res.observations:
                 _add_observations(pipe, msg.partition, res.observations)
-            pipe.advance_clock(msg.topic, msg.partition, parse_time(ev["occurred_at"]),
-                               res.state["last"])
+            pipe.advance_clock(msg.topic, msg.partition, res.event_time, res.state["last"])
             pipe.timeline_expiry.note(msg.partition, sid, res.state)
             mark = pipe.watermark(msg.partition)
             if mark is not None:

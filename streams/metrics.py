@@ -7,7 +7,6 @@ repeats them, and after a rebalance no worker exports partitions it gave away. `
 """
 from __future__ import annotations
 
-import time
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter
@@ -151,7 +150,3 @@ class WorkerCollector(Collector):
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
-
-
-def wall_clock() -> float:
-    return time.time()

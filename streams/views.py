@@ -1,12 +1,10 @@
 """The worker's HTTP surface: /metrics, /health, /shipments/{id}, /corridors. Nothing else."""
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .domain import aggregate, timeline
-from .domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS
+from .domain.aggregate import TRANSIT_BUCKETS
 from .domain.stages import iso
 
 MAX_ID_LENGTH = 200

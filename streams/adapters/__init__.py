@@ -13,6 +13,8 @@ File reading lives in `sources.py`; nothing else in this package does I/O.
 """
 from __future__ import annotations
 
+import json
+
 import re
 from datetime import datetime
 from typing import NamedTuple
@@ -100,3 +102,19 @@ def country(value) -> str | None:
     if isinstance(value, str) and _COUNTRY.match(value.strip()):
         return value.strip()
     return None
+
+
+def parse_document(doc):
+    """A feed document given as bytes or text, parsed; anything else is returned as it is."""
+    if isinstance(doc, (bytes, bytearray, str)):
+        try:
+            return json.loads(doc)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Skip("not_json", f"not a JSON document: {exc}") from None
+    return doc
+
+
+def event_where(ev, index: int) -> str:
+    """How a reject names a feed event: its eventID, else its position."""
+    eid = ev.get("eventID") if isinstance(ev, dict) else None
+    return eid if isinstance(eid, str) and eid else f"#{index}"

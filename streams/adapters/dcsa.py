@@ -51,10 +51,9 @@ are read as their 4-letter forms.
 """
 from __future__ import annotations
 
-import json
 from typing import Mapping
 
-from . import Converted, Skip, contract_time, country
+from . import Converted, Skip, contract_time, country, event_where, parse_document
 
 #: T&T 3.0.0 spells the codes out; v2.2 and the v3 beta use these 4-letter forms.
 LONG_CODES = {
@@ -99,8 +98,7 @@ def convert(doc, *, destinations: Mapping[str, str] | None = None,
         return Converted([], [("document", exc.reason)])
     destinations = destinations or {}
     for i, ev in enumerate(items):
-        where = ev.get("eventID") if isinstance(ev, dict) and isinstance(ev.get("eventID"), str) \
-            and ev.get("eventID") else f"#{i}"
+        where = event_where(ev, i)
         try:
             events.append(_convert_event(ev, destinations, default_destination, id_from))
         except Skip as exc:
@@ -109,11 +107,7 @@ def convert(doc, *, destinations: Mapping[str, str] | None = None,
 
 
 def _event_list(doc) -> list:
-    if isinstance(doc, (bytes, bytearray, str)):
-        try:
-            doc = json.loads(doc)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Skip("not_json", f"not a JSON document: {exc}") from None
+    doc = parse_document(doc)
     if isinstance(doc, list):
         return doc
     if isinstance(doc, dict):

@@ -40,7 +40,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
-from . import Converted, Skip, contract_time, country
+from . import Converted, Skip, contract_time, country, event_where, parse_document
 
 #: The CBV 2.0 business steps (../shared/data/standards/epcis/bizStep-JSON-Schema.json).
 CBV_BIZ_STEPS = frozenset((
@@ -68,8 +68,7 @@ def convert(doc, *, shipment_key: str = "epc", locations: Mapping[str, str] | No
         return Converted([], [("document", exc.reason)])
     events, rejects = [], []
     for i, ev in enumerate(items):
-        where = ev.get("eventID") if isinstance(ev, dict) and isinstance(ev.get("eventID"), str) \
-            and ev.get("eventID") else f"#{i}"
+        where = event_where(ev, i)
         try:
             events.extend(_convert_event(ev, shipment_key, locations or {}))
         except Skip as exc:
@@ -78,11 +77,7 @@ def convert(doc, *, shipment_key: str = "epc", locations: Mapping[str, str] | No
 
 
 def _event_list(doc) -> list:
-    if isinstance(doc, (bytes, bytearray, str)):
-        try:
-            doc = json.loads(doc)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Skip("not_json", f"not a JSON document: {exc}") from None
+    doc = parse_document(doc)
     if isinstance(doc, list):
         return doc
     if isinstance(doc, dict):

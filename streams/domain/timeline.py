@@ -45,6 +45,7 @@ class Applied:
     duplicate: bool = False
     late: bool = False
     new_order_ids: list[str] = field(default_factory=list)   # links to publish to the orders side
+    event_time: float | None = None                          # occurred_at of this event
 
 
 def new_state(shipment_id: str) -> dict:
@@ -158,7 +159,7 @@ def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
     state["last"] = t if state["last"] is None else max(state["last"], t)
     _record(state, [t, source, etype, eid, _info(source, event)], max_events)
 
-    result = Applied(state)
+    result = Applied(state, event_time=t)
     ended = state["end"] is not None
     # Order facts are never late: the join may deliver an order after the parcel's last event,
     # and it then completes the shipment's observation rather than being ignored.
