@@ -554,6 +554,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if res.duplicate:
                 if kind != "forwarded":
                     counters.inc(counters.duplicate, label)
+                # A redelivery after a crash that saved this state but not the totals it caused.
+                redo = timeline.observations_of(res.state, msg.topic, msg.offset)
+                if redo:
+                    _add_observations(pipe, msg, redo)
                 for oid in res.new_order_ids:       # resent: see timeline.apply
                     await links.send(key=oid, value=orjson.dumps(
                         {"order_id": oid, "shipment_id": sid, "at": res.state["last"]}))
@@ -563,9 +567,13 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if res.late:
                 counters.inc(counters.late, label)
             res.state["p"] = msg.partition
-            pipe.timelines[sid] = res.state
             if res.observations:
-                _add_observations(pipe, msg.partition, res.observations)
+                # Totals first: if a crash keeps only one of the two records, the redelivered
+                # message finds the totals already counted (their source offsets) or the state
+                # without this event (it is applied again), never a state that skips the totals.
+                timeline.remember(res.state, msg.topic, msg.offset, res.observations)
+                _add_observations(pipe, msg, res.observations)
+            pipe.timelines[sid] = res.state
             pipe.advance_clock(msg.topic, msg.partition, res.event_time, res.state["last"])
             pipe.timeline_expiry.note(msg.partition, sid, res.state)
             mark = pipe.watermark(msg.partition)
@@ -600,16 +608,26 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     return app
 
 
-def _add_observations(pipe: Pipeline, partition: int, observations: list[tuple]) -> None:
-    """One totals write per corridor touched by this event."""
+def _add_observations(pipe: Pipeline, msg, observations: list[tuple]) -> None:
+    """One totals write per corridor touched by the message at msg.topic/partition/offset.
+
+    Each totals record keeps, per source topic, the offset of the last message it counted
+    ("o"): a message redelivered after a crash that had already reached these totals adds nothing.
+    Totals of one partition share one changelog partition, so a later count that survived a crash
+    implies that every earlier one did.
+    """
     by_corridor = defaultdict(list)
     for obs in observations:
         by_corridor[obs[1]].append(obs)
     for corr, items in by_corridor.items():
-        key = f"{partition}|{corr}"
+        key = f"{msg.partition}|{corr}"
         tot = pipe.totals.get(key) or aggregate.new_totals()
+        counted = tot.setdefault("o", {})
+        if counted.get(msg.topic, -1) >= msg.offset:
+            continue
         for obs in items:
             aggregate.add(tot, obs)
+        counted[msg.topic] = msg.offset
         pipe.totals[key] = tot
 
 

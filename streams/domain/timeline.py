@@ -288,6 +288,29 @@ def _flush(state: dict, policy: SlaPolicy, out: list[tuple]) -> None:
     compact(state)
 
 
+#: How many recent observation-causing input messages a shipment remembers (see `remember`).
+RECENT_OBSERVING = 4
+
+
+def remember(state: dict, source: str, seq: int, observations: list[tuple]) -> None:
+    """Keep the observations that the input message at (`source`, `seq`) caused.
+
+    The shipment's state and the per-corridor totals are two records (two changelogs). A crash
+    can persist the state without the totals: the redelivered message is then a duplicate here, and
+    `observations_of` gives what it caused so that the caller can add it to totals that lack it.
+    """
+    kept = state.setdefault("lobs", [])
+    kept.append([source, seq, [list(o) for o in observations]])
+    del kept[:-RECENT_OBSERVING]
+
+
+def observations_of(state: dict, source: str, seq: int) -> list[tuple]:
+    for src, at, obs in state.get("lobs", ()):
+        if src == source and at == seq:
+            return [tuple(o) for o in obs]
+    return []
+
+
 def compact(state: dict) -> None:
     """An observed shipment needs only its milestones, end and exceptions (for its view) and its
     seen ids (for dedupe): routine scans go. Late events are still appended afterwards."""
