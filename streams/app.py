@@ -254,6 +254,7 @@ class Pipeline:
         #: its stragglers arrive, while a topic that is caught up (or silent) holds nothing back.
         self._topic_clock: dict[tuple[str, int], float] = {}
         self._topic_seen: dict[tuple[str, int], float] = {}      # wall time of the last event
+        self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
         self._last_reject_log = 0.0
@@ -264,8 +265,33 @@ class Pipeline:
         topic = self.settings.topic_shipments
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
 
-    def owned_states(self, owned: set[int]):
-        return (s for s in self.timelines.values() if s.get("p") in owned)
+    def open_entries(self, owned: set[int]):
+        """`timeline.open_entry` of every open shipment of the owned partitions.
+
+        One dict per partition, kept current by the timelines agent (`note_open`) and built by one
+        scan of the table the first time a partition is read after it was assigned (the table,
+        recovered from its changelog, is the truth; the index only saves the scrape a pass over it).
+        """
+        todo = owned - set(self.open_index)
+        if todo:
+            built = {p: {} for p in todo}
+            for sid, state in self.timelines.items():
+                idx = built.get(state.get("p"))
+                if idx is not None and (entry := timeline.open_entry(state, self.policy)) is not None:
+                    idx[sid] = entry
+            self.open_index.update(built)
+        for p in owned:
+            yield from self.open_index[p].values()
+
+    def note_open(self, partition: int, sid: str, state: dict) -> None:
+        idx = self.open_index.get(partition)
+        if idx is None:
+            return
+        entry = timeline.open_entry(state, self.policy)
+        if entry is None:
+            idx.pop(sid, None)
+        else:
+            idx[sid] = entry
 
     def stream_time(self, owned: set[int]) -> float | None:
         """The event-time clock over the partitions this worker owns (see docs/semantics.md)."""
@@ -299,6 +325,8 @@ class Pipeline:
         gone = {tp.partition for tp in revoked}
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
         parts = {tp.partition for tp in revoked}
+        for p in parts:
+            self.open_index.pop(p, None)
         self.timeline_expiry.forget(parts)
         self.order_expiry.forget(parts)
 
@@ -358,7 +386,7 @@ class Pipeline:
         now = self.stream_time(owned)
         if now is None:
             return totals, aggregate.OpenGauges(), None
-        return totals, aggregate.open_gauges(self.owned_states(owned), now, self.policy), now
+        return totals, aggregate.gauges_of(self.open_entries(owned), now), now
 
     def offsets(self):
         """(topic, partition, end offset, committed offset) of the stream partitions owned now."""
@@ -574,6 +602,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 timeline.remember(res.state, msg.topic, msg.offset, res.observations)
                 _add_observations(pipe, msg, res.observations)
             pipe.timelines[sid] = res.state
+            pipe.note_open(msg.partition, sid, res.state)
             pipe.advance_clock(msg.topic, msg.partition, res.event_time, res.state["last"])
             pipe.timeline_expiry.note(msg.partition, sid, res.state)
             mark = pipe.watermark(msg.partition)

@@ -7,7 +7,8 @@ Totals are JSON-able dicts so that they live in a changelogged table next to the
     transit     {"<service_level>": [bucket counts..., +Inf count, sum]}   non-cumulative buckets
     dwell       {"<stage>": [bucket counts..., +Inf count, sum]}
 
-Gauges of open shipments are computed from the timelines at read time (see `open_gauges`).
+Gauges of open shipments are computed at read time from one small entry per open shipment
+(`timeline.open_entry`, `gauges_of`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .policy import SlaPolicy
 from .stages import STAGES
-from .timeline import open_status
+from .timeline import open_entry
 
 HOUR, DAY = 3600.0, 86400.0
 #: Transit time buckets (seconds): parcels take days to weeks.
@@ -114,17 +115,25 @@ class OpenGauges:
 
 def open_gauges(states, now: float, policy: SlaPolicy) -> OpenGauges:
     """Gauges over open shipments at event-time `now`; cost is one pass over the given states."""
+    return gauges_of((open_entry(state, policy) for state in states), now)
+
+
+def gauges_of(entries, now: float) -> OpenGauges:
+    """Gauges at event-time `now` from `timeline.open_entry` tuples (None entries are skipped)."""
     g = OpenGauges()
-    for state in states:
-        st = open_status(state, now, policy)
-        if st is None:
+    in_stage, overdue, excess = g.in_stage, g.overdue, g.excess
+    n = 0
+    for entry in entries:
+        if entry is None:
             continue
-        corr, sl, stage, _since, overdue, excess = st
-        g.open += 1
-        g.in_stage[(corr, stage)] += 1
-        g.excess[(corr, stage)] += excess
-        if overdue:
-            g.overdue[(corr, sl)] += 1
+        corr, sl, stage, beyond, due = entry
+        n += 1
+        key = (corr, stage)
+        in_stage[key] += 1
+        excess[key] += now - beyond if now > beyond else 0.0
+        if due is not None and now > due:
+            overdue[(corr, sl)] += 1
+    g.open = n
     return g
 
 

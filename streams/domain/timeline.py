@@ -24,6 +24,7 @@ docs/semantics.md).
 from __future__ import annotations
 
 import bisect
+import sys
 from dataclasses import dataclass, field
 
 from .policy import SlaPolicy
@@ -318,18 +319,21 @@ def compact(state: dict) -> None:
 
 
 # ---- read side --------------------------------------------------------------------------------
-def open_status(state: dict, now: float, policy: SlaPolicy) -> tuple | None:
-    """(corridor, service_level, stage, since, overdue, excess_seconds) of an open shipment, else None."""
+def open_entry(state: dict, policy: SlaPolicy) -> tuple | None:
+    """What the open-shipment gauges need of one shipment, independent of the clock, else None
+    (not open): (corridor, service_level, stage, beyond, due) where the stage runs over its target
+    from `beyond` on and the shipment is overdue after `due` (None: no promise).
+
+    Workers keep one per open shipment and update it on every write, so a scrape costs one pass
+    over small tuples (`aggregate.gauges_of`), not a pass over the timelines.
+    """
     cur = current_stage(state)
     if cur is None:
         return None
     stage, since = cur
-    corr = corridor(state)
-    due = promise(state, policy)
-    overdue = due is not None and now > due
+    corr = sys.intern(corridor(state))
     sl = service_level(state)
-    excess = max(0.0, now - since - policy.stage_target(corr, stage, sl))
-    return corr, sl, stage, since, overdue, excess
+    return corr, sl, stage, since + policy.stage_target(corr, stage, sl), promise(state, policy)
 
 
 def describe(state: dict, now: float, policy: SlaPolicy) -> dict:

@@ -190,3 +190,22 @@ def figures(totals: dict) -> dict:
 def tp_of(pair):
     from faust.types import TP
     return TP(*pair)
+
+
+async def test_open_shipment_gauges_follow_each_write_through_the_index(worker):
+    """The scrape reads one open entry per shipment, kept current by the agent: after every event
+    the gauges equal a full pass over the timelines, and an ended shipment leaves the index."""
+    from streams.domain import aggregate
+    s1 = journey("S1", "O1", promised_h=200, hold=True)
+    s2 = journey("S2", "O2", promised_h=20, delivered=None)
+    async with worker() as w:
+        pipe = w.pipe
+        for i, (kind, ev) in enumerate(s1[:3] + s2 + s1[3:]):
+            await w.feed(kind, ev)
+            totals, gauges, now = pipe.snapshot()
+            scan = aggregate.open_gauges(pipe.timelines.values(), now, pipe.policy)
+            assert (gauges.open, gauges.in_stage, gauges.overdue, gauges.excess) == \
+                (scan.open, scan.in_stage, scan.overdue, scan.excess), f"after event {i}"
+        assert gauges.open == 1
+        assert {sid for idx in pipe.open_index.values() for sid in idx} == {"S2"}
+        assert w.sample("corridor_shipments_overdue", corridor="CN-AU", service_level="standard") == 1
