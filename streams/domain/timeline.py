@@ -226,11 +226,7 @@ def _shipment_facts(state: dict, event: dict, result: Applied) -> None:
     for oid in event.get("order_ids") or ():
         if oid not in state["orders"]:
             state["orders"].append(oid)
-    # Every order named so far whose facts have not arrived is (re)linked: a first mention, or a
-    # link or forward that a crash lost (faust-streaming 0.15 can skip a message when a worker
-    # starts under load, docs/semantics.md). The order side dedupes links and answers a repeated
-    # one by forwarding its events again; this shipment dedupes those by event_id.
-    result.new_order_ids.extend(oid for oid in state["orders"] if oid not in state["of"])
+            result.new_order_ids.append(oid)
     for key, field_ in (("origin", "origin_country"), ("dest", "destination_country"),
                         ("carrier", "carrier"), ("tracking", "tracking_number")):
         if event.get(field_):

@@ -241,16 +241,3 @@ def test_a_redelivered_link_or_order_event_forwards_again():
     assert again.duplicate and again.forwards == [("S1", placed)]
     assert again.state["shipments"] == ["S1"] and len(again.state["events"]) == 1
 
-
-def test_shipment_events_relink_orders_until_their_facts_arrive():
-    """A link or forward lost in a crash heals with the shipment's next event."""
-    label = ship("S1", "label_created", 1.0, order_ids=["O1", "O2"])
-    res = timeline.apply(None, "shipments", label, POLICY)
-    assert res.new_order_ids == ["O1", "O2"]
-    res = timeline.apply(res.state, "orders", {**order("O1", 0.0), "shipment_id": "S1"}, POLICY)
-    assert res.new_order_ids == []
-    res = timeline.apply(res.state, "shipments", ship("S1", "picked_up", 2.0), POLICY)
-    assert res.new_order_ids == ["O2"]                     # O1's facts are in, O2's are not
-    res = timeline.apply(res.state, "orders", {**order("O2", 0.5), "shipment_id": "S1"}, POLICY)
-    res = timeline.apply(res.state, "shipments", ship("S1", "departed_origin", 3.0), POLICY)
-    assert res.new_order_ids == [] and res.state["orders"] == ["O1", "O2"]
