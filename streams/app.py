@@ -350,16 +350,26 @@ class Pipeline:
         scan of the table the first time a partition is read after it was assigned (the table,
         recovered from its changelog, is the truth; the index only saves the scrape a pass over it).
         """
-        todo = owned - set(self.open_index)
-        if todo:
-            built = {p: {} for p in todo}
-            for sid, state in self.timelines.items():
-                idx = built.get(state.get("p"))
-                if idx is not None and (entry := timeline.open_entry(state, self.policy)) is not None:
-                    idx[sid] = entry
-            self.open_index.update(built)
+        self._build_open_index(owned)
         for p in owned:
             yield from self.open_index[p].values()
+
+    def _build_open_index(self, owned: set[int]) -> None:
+        todo = owned - set(self.open_index)
+        if not todo:
+            return
+        built = {p: {} for p in todo}
+        for sid, state in self.timelines.items():
+            idx = built.get(state.get("p"))
+            if idx is not None and (entry := timeline.open_entry(state, self.policy)) is not None:
+                idx[sid] = entry
+        self.open_index.update(built)
+
+    def warm_open_index(self) -> None:
+        """Build the index of newly assigned partitions off the scrape path (a timer calls this):
+        at 1M open shipments the build takes seconds, a scrape of a built index 0.25 s."""
+        if self.assigned and not self.app.rebalancing and not getattr(self.app, "in_recovery", False):
+            self._build_open_index(self.owned_partitions())
 
     def note_open(self, partition: int, sid: str, state: dict) -> None:
         idx = self.open_index.get(partition)
@@ -702,6 +712,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     @app.timer(CLOCK_PERSIST_SECONDS)
     async def share_clock():
         pipe.persist_clock()
+        pipe.warm_open_index()
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender, assigned, **kwargs):
