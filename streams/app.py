@@ -28,6 +28,7 @@ from faust.sensors import Monitor
 from faust.serializers import codecs
 from prometheus_client import CollectorRegistry
 
+from . import faust_patches
 from .codec import Decoder, Rejected
 from .domain import aggregate, orders as order_side, timeline
 from .domain.policy import SlaPolicy
@@ -178,130 +179,6 @@ def faust_settings(settings: Settings) -> dict:
         conf.update(broker_session_timeout=2.0, broker_heartbeat_interval=0.5,
                     broker_commit_interval=0.3, producer_max_batch_size=1)
     return conf
-
-
-def _embedded_leave_group_patch() -> None:
-    """Tansu starts groups at generation 0 and aiokafka skips LeaveGroup there (docs/broker.md §2)."""
-    from aiokafka.consumer.group_coordinator import GroupCoordinator
-    if getattr(GroupCoordinator, "_corridor_patched", False):
-        return
-    original = GroupCoordinator._maybe_leave_group
-
-    async def _leave(self):
-        if self.generation == 0 and self._group_instance_id is None and self.member_id:
-            self.generation = 1 << 30      # Tansu ignores the generation in LeaveGroup
-        await original(self)
-    GroupCoordinator._maybe_leave_group = _leave
-    GroupCoordinator._corridor_patched = True
-
-
-#: Embedded profile: the longest a fetch may wait for records (faust hard-codes 1500 ms).
-EMBEDDED_FETCH_MAX_WAIT_MS = 100
-
-
-def _embedded_fetch_wait_patch() -> None:
-    """Tansu answers a fetch only when fetch_max_wait_ms is over, even when records arrived sooner
-    (Kafka answers as soon as fetch_min_bytes is there), and faust hard-codes 1500 ms, so every
-    hop waited ~0.4-0.75 s (docs/performance.md: event-to-metric p99 0.83 s at 200 events/s, 0.16 s
-    with 100 ms). Embedded profile only: on Kafka the wait ends when records arrive."""
-    import aiokafka
-    if getattr(aiokafka.AIOKafkaConsumer, "_corridor_fetch_patched", False):
-        return
-    original = aiokafka.AIOKafkaConsumer.__init__
-
-    def __init__(self, *args, **kwargs):
-        if kwargs.get("fetch_max_wait_ms", 0) > EMBEDDED_FETCH_MAX_WAIT_MS:
-            kwargs["fetch_max_wait_ms"] = EMBEDDED_FETCH_MAX_WAIT_MS
-        original(self, *args, **kwargs)
-    aiokafka.AIOKafkaConsumer.__init__ = __init__
-    aiokafka.AIOKafkaConsumer._corridor_fetch_patched = True
-
-
-def _drain_producer_buffer_patch() -> None:
-    """Make the producer buffer's flush send everything before the consumer commits.
-
-    Faust queues every table write (changelog record) in `ProducerBuffer` and sends it from a
-    background task. Before committing offsets the consumer calls `producer.flush()`, whose
-    `buffer.flush()` in faust-streaming 0.15.3 returns as soon as 0.1 s pass without a send: under
-    CPU load it returned with changelog records still queued, the offsets of the events that
-    caused them were committed, and a SIGKILL then lost those state changes for good (the
-    successor resumed after the events). Measured by benchmarks/crash_trials.py: about half of
-    the trials on a loaded machine ended with shipments "awaiting order"; none after this patch.
-    Applies to every profile: it is a Faust bug, not a broker one.
-    """
-    import asyncio
-
-    from faust.transport.producer import ProducerBuffer
-    if getattr(ProducerBuffer, "_corridor_patched", False):
-        return
-    send_pending = ProducerBuffer._send_pending
-
-    async def _send_pending(self, fut) -> None:
-        self._corridor_inflight = getattr(self, "_corridor_inflight", 0) + 1
-        try:
-            await send_pending(self, fut)
-        finally:
-            self._corridor_inflight -= 1
-
-    async def flush(self) -> None:
-        if self.app is not None and self.app.conf.producer_threaded:
-            return await self.flush_atmost(None)
-        while True:
-            try:
-                fut = self.pending.get_nowait()
-            except asyncio.QueueEmpty:
-                if not getattr(self, "_corridor_inflight", 0):
-                    return
-                await asyncio.sleep(0.001)     # the background task is handing one over
-                continue
-            await _send_pending(self, fut)
-
-    ProducerBuffer._send_pending = _send_pending
-    ProducerBuffer.flush = flush
-    ProducerBuffer._corridor_patched = True
-
-
-def _seek_with_flow_stopped_patch() -> None:
-    """No message may reach a stream between a partition's resume and its seek to the committed
-    offset.
-
-    faust-streaming 0.15.3's recovery resumes the stream partitions, then awaits the seek to the
-    committed offsets, then resumes the streams' flow control. Records fetched during that await
-    reached the streams while their flow control was still suspended; the stream skips such a
-    message and acks it, and the seek had already happened, so nothing fetched them again: the
-    first messages of a partition were lost when a worker started under load
-    (benchmarks/crash_trials.py: a missing delivery in about one trial in ten). Stopping the
-    consumer's flow for the seek drops what was fetched (the seek fetches it again), and recovery
-    resumes the flow only after the streams' flow control. Partitions without a committed offset
-    go back to their beginning (the `earliest` reset policy): aiokafka leaves them where they are.
-    Applies to every profile: it is a Faust bug, not a broker one.
-    """
-    from faust.transport.consumer import Consumer
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-    if getattr(Consumer, "_corridor_seek_patched", False):
-        return
-    perform_seek = Consumer.perform_seek
-
-    async def _perform_seek(self) -> None:
-        self.stop_flow()
-        await perform_seek(self)
-
-    async def _seek_to_committed(self):
-        consumer = self._ensure_consumer()
-        committed = await consumer.seek_to_committed()
-        streams = self.app.topics.acking_topics      # not changelogs: recovery positions those
-        fresh = [tp for tp, offset in committed.items() if not offset and tp.topic in streams]
-        if fresh:
-            await consumer.seek_to_beginning(*fresh)
-        return committed
-
-    async def seek_to_committed(self):
-        return await self.call_thread(self._corridor_seek_to_committed)
-
-    Consumer.perform_seek = _perform_seek
-    AIOKafkaConsumerThread._corridor_seek_to_committed = _seek_to_committed
-    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
-    Consumer._corridor_seek_patched = True
 
 
 class Pipeline:
@@ -554,11 +431,7 @@ def _now_iso() -> str:
 def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App:
     settings.validate()
     policy = policy or SlaPolicy.load(settings.sla_policy or None)
-    if settings.profile == "embedded":
-        _embedded_leave_group_patch()
-        _embedded_fetch_wait_patch()
-    _drain_producer_buffer_patch()
-    _seek_with_flow_stopped_patch()
+    faust_patches.apply(embedded=settings.profile == "embedded")
     app = faust.App(settings.app_id, **faust_settings(settings))
     pipe = Pipeline(settings, policy)
     pipe.app = app
