@@ -157,6 +157,7 @@ def faust_settings(settings: Settings) -> dict:
         store=settings.store,
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
+        table_standby_replicas=settings.standby_replicas,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_host,

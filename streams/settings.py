@@ -47,6 +47,8 @@ class Settings:
     retention_seconds: float = field(default=30 * 86400.0, metadata={"env": "CORRIDOR_RETENTION_SECONDS"})
     #: How often the worker checks that the brokers are still the same cluster (0 = never).
     broker_watch_seconds: float = field(default=10.0, metadata={"env": "CORRIDOR_BROKER_WATCH_SECONDS"})
+    #: Standby copies of each table partition kept by other workers (faust's table_standby_replicas).
+    standby_replicas: int = field(default=1, metadata={"env": "CORRIDOR_STANDBY_REPLICAS"})
     #: Faust table store: memory:// or rocksdb://
     store: str = field(default="memory://", metadata={"env": "CORRIDOR_STORE"})
     #: Directory for Faust's local data (rocksdb files, app dir).
@@ -105,6 +107,8 @@ class Settings:
             raise SettingsError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
         if self.partitions < 1:
             raise SettingsError(f"partitions must be >= 1, not {self.partitions}")
+        if self.standby_replicas < 0:
+            raise SettingsError(f"standby_replicas must be >= 0, not {self.standby_replicas}")
         if not (0 < self.web_port < 65536):
             raise SettingsError(f"web_port must be a TCP port, not {self.web_port}")
         if not self.bootstrap_servers:

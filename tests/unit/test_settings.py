@@ -51,7 +51,14 @@ def test_plaintext_has_no_credentials():
      "ssl_cafile /nope/ca.pem is not a readable file"),
     ({"CORRIDOR_SASL_PASSWORD_FILE": "/nope/pw"}, "CORRIDOR_SASL_PASSWORD_FILE=/nope/pw: cannot read it"),
     ({"CORRIDOR_PROFILE": "tansu"}, "profile must be one of kafka, embedded"),
+    ({"CORRIDOR_STANDBY_REPLICAS": "-1"}, "standby_replicas must be >= 0, not -1"),
 ])
 def test_bad_settings_say_what_is_wrong(env, message):
     with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
         Settings.from_env(env)
+
+
+def test_standby_replicas_reach_faust():
+    from streams.app import faust_settings
+    assert faust_settings(Settings())["table_standby_replicas"] == 1
+    assert faust_settings(Settings.from_env({"CORRIDOR_STANDBY_REPLICAS": "0"}))["table_standby_replicas"] == 0
