@@ -285,16 +285,14 @@ class Pipeline:
         self._clock_scanned |= todo
 
     def on_partitions_revoked(self, revoked) -> None:
-        for tp in revoked:
-            self._clock_scanned.discard(tp.partition)
-            self._clock.pop(tp.partition, None)
         gone = {tp.partition for tp in revoked}
-        self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
-        parts = {tp.partition for tp in revoked}
-        for p in parts:
+        self._clock_scanned -= gone
+        for p in gone:
+            self._clock.pop(p, None)
             self.open_index.pop(p, None)
-        self.timeline_expiry.forget(parts)
-        self.order_expiry.forget(parts)
+        self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
+        self.timeline_expiry.forget(gone)
+        self.order_expiry.forget(gone)
 
     def watermark(self, partition: int, side: str = "shipments") -> float | None:
         """Event time that every topic of one side of the join has reached on this partition.

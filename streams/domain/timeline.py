@@ -297,14 +297,16 @@ def remember(state: dict, source: str, seq: int, observations: list[tuple]) -> N
     `observations_of` gives what it caused so that the caller can add it to totals that lack it.
     """
     kept = state.setdefault("lobs", [])
-    kept.append([source, seq, [list(o) for o in observations]])
+    kept.append([source, seq, observations])
     del kept[:-RECENT_OBSERVING]
 
 
-def observations_of(state: dict, source: str, seq: int) -> list[tuple]:
+def observations_of(state: dict, source: str, seq: int) -> list:
+    """The observations `remember` kept for (`source`, `seq`) (as lists after a changelog round
+    trip; `aggregate.add` takes either), else []."""
     for src, at, obs in state.get("lobs", ()):
         if src == source and at == seq:
-            return [tuple(o) for o in obs]
+            return obs
     return []
 
 

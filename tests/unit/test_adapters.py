@@ -159,14 +159,18 @@ def test_dcsa_v3_spelled_out_codes_and_booking_confirmation_with_orders():
                      "order_ids": ["PO-778"]}
 
 
-def _v22_event(**changes):
-    ev = json.loads(raw(DCSA / "tnt-220-response.json"))[0]
+def _edited(ev: dict, changes: dict) -> dict:
+    """`ev` with each changed key set, or removed where the change is None."""
     for key, value in changes.items():
         if value is None:
             ev.pop(key)
         else:
             ev[key] = value
     return ev
+
+
+def _v22_event(**changes):
+    return _edited(json.loads(raw(DCSA / "tnt-220-response.json"))[0], changes)
 
 
 @pytest.mark.parametrize("doc, where, code, words", [
@@ -244,13 +248,8 @@ def test_epcis_time_is_written_in_the_events_own_offset():
 
 
 def _object_event(**changes):
-    ev = json.loads(raw(EPCIS / "Example_9.6.1-ObjectEvent.jsonld"))["epcisBody"]["eventList"][1]
-    for key, value in changes.items():
-        if value is None:
-            ev.pop(key)
-        else:
-            ev[key] = value
-    return ev
+    doc = json.loads(raw(EPCIS / "Example_9.6.1-ObjectEvent.jsonld"))
+    return _edited(doc["epcisBody"]["eventList"][1], changes)
 
 
 @pytest.mark.parametrize("changes, etype", [
