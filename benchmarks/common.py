@@ -227,6 +227,9 @@ class GroupProgress:
         self.internal = [TopicPartition(t, p)
                          for t in (settings.topic_order_links, settings.topic_shipment_orders)
                          for p in range(partitions)]
+        self.changelogs = {name: [TopicPartition(f"{app_id}-{name}-changelog", p)
+                                  for p in range(partitions)]
+                           for name in ("timelines", "totals", "orders")}
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id,
                                       enable_auto_commit=False)
 
@@ -245,6 +248,12 @@ class GroupProgress:
 
     def internal_records(self) -> int:
         return sum(self.consumer.end_offsets(self.internal).values())
+
+    def changelog_records(self) -> dict[str, int]:
+        """Records written to each table's changelog (one per table write; the worker's producer
+        writes one record per batch on the embedded broker, so end offsets count records)."""
+        return {name: sum(self.consumer.end_offsets(tps).values())
+                for name, tps in self.changelogs.items()}
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -80,6 +80,7 @@ def one_run(events, n_workers: int, partitions: int, logdir: Path, *, store: str
             poll(done, timeout, 0.25, "every event and every join hop processed and committed")
         finally:
             internal = group.internal_records()
+            changelogs = group.changelog_records()
             group.close()
         t_end = time.perf_counter()
         rss = [rss_mib(w.proc.pid, "VmHWM:") for w in workers]
@@ -103,6 +104,7 @@ def one_run(events, n_workers: int, partitions: int, logdir: Path, *, store: str
                 "all_ready_s": max(w.t_ready for w in workers) - t_spawn,
                 "inputs_committed_s": marks["inputs"] - t_ready,
                 "internal_records": internal,
+                "changelog_records": changelogs,
                 "produce_per_s": n / produce_s,
                 "worker_cpu_s": cpu, "cpu_us_per_event": cpu / n * 1e6,
                 "broker_cpu_s": broker_cpu,
@@ -114,6 +116,13 @@ def one_run(events, n_workers: int, partitions: int, logdir: Path, *, store: str
             spy.kill()
         kill_all(workers)
         broker.stop()
+
+
+def writes_per_event(r: dict) -> str:
+    """Records the worker wrote per input event: each changelog, and the two join topics."""
+    parts = [f"{name} {n / r['events']:.2f}" for name, n in r["changelog_records"].items()]
+    parts.append(f"join topics {r['internal_records'] / r['events']:.2f}")
+    return ", ".join(parts)
 
 
 def py_spy() -> str:
@@ -173,7 +182,8 @@ def main() -> int:
               f"{r['cpu_us_per_event']:.0f} us worker CPU/event; "
               f"{r['cold_events_per_s']:.0f} from spawn, ready after {r['start_to_ready_s']:.1f} s)  "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB  delivered {r['delivered']:.0f}  "
-              f"(producer {r['produce_per_s']:.0f} msg/s, load {r['loadavg_before']:.1f})", flush=True)
+              f"(producer {r['produce_per_s']:.0f} msg/s, load {r['loadavg_before']:.1f}); "
+              f"records written per event: {writes_per_event(r)}", flush=True)
     rates = [r["events_per_s"] for r in results]
     print(f"median {statistics.median(rates):.0f} events/s  (min {min(rates):.0f}, max {max(rates):.0f},"
           f" {len(rates)} runs); median peak RSS "

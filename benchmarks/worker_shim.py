@@ -73,6 +73,12 @@ if _fetch_wait:
 
     aiokafka.AIOKafkaConsumer.__init__ = _init
 
+_gc = os.environ.get("CORRIDOR_BENCH_GC")
+if _gc:
+    import gc
+
+    gc.set_threshold(*(int(x) for x in _gc.split(",")))
+
 from streams.cli import main  # noqa: E402
 
 raise SystemExit(main())
