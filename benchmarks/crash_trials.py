@@ -23,7 +23,7 @@ def main() -> int:
             ok += 1
             print(f"trial {i + 1}: clean figures", flush=True)
         except AssertionError as exc:
-            print(f"trial {i + 1}: DIFFERENT: {str(exc)[:300]}", flush=True)
+            print(f"trial {i + 1}: DIFFERENT: {exc}", flush=True)
         finally:
             broker.stop()
     print(f"{ok} of {trials} trials reproduced the clean figures")

@@ -19,7 +19,7 @@ the end, shipments delivered and events applied/duplicate/rejected, and the work
 processes compete for the cores (sanity figures; the floor's
 Engine gives the reference delivered count). A figure, not a test: nothing here asserts a time.
 
-    python benchmarks/pipeline.py [--shipments 5000] [--runs 3] [--workers 1] [--partitions 4]
+    python benchmarks/pipeline.py [--shipments 20000] [--runs 3] [--workers 1] [--partitions 4]
                                   [--store memory://|rocksdb://] [--faust SETTING=VALUE ...]
 """
 from __future__ import annotations
@@ -149,7 +149,7 @@ def final_figures(workers) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shipments", type=int, default=5000)
+    ap.add_argument("--shipments", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--partitions", type=int, default=4)

@@ -103,16 +103,57 @@ class _Utf8(codecs.Codec):
 codecs.register("utf8", _Utf8())
 
 
-class Utf8KeyTable(faust.Table):
-    """A Table whose str keys are serialized as plain UTF-8, like the producers' keys.
+_DELETED = object()
 
-    Faust derives a table's key serializer from `key_type` (json for str) and ignores the schema's,
-    so changelog keys would be b'"S1"' and `table_route` would hash them to another partition than
-    the one that holds the shipment, sending view requests to the wrong worker.
+
+class Utf8KeyTable(faust.Table):
+    """A Table whose str keys are serialized as plain UTF-8, like the producers' keys, and whose
+    changelog is written behind, once per key per commit.
+
+    Keys: Faust derives a table's key serializer from `key_type` (json for str) and ignores the
+    schema's, so changelog keys would be b'"S1"' and `table_route` would hash them to another
+    partition than the one that holds the shipment, sending view requests to the wrong worker.
+
+    Write-behind: Faust sends one changelog record per write, and each costs more CPU than the
+    event that caused it (docs/performance.md). Here a write updates the store at once (reads and
+    views see it) and remembers (partition, value) per key. Before every offset commit the
+    producer takes the pending records of every table at one instant (`take_changelog`) and sends
+    them rank by rank (`faust_patches.flush_changelogs`), so a committed event's state changes
+    are on the broker before its offset is. A crash before that loses the pending records with
+    the uncommitted offsets, and the events are processed again. Timelines and orders go first,
+    the totals they count after (docs/semantics.md "Crashes").
     """
+
+    flush_rank = 0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending_changelog: dict = {}
 
     def _serializer_from_type(self, typ):
         return "utf8" if typ is str else super()._serializer_from_type(typ)
+
+    def on_key_set(self, key, value) -> None:
+        # The partition of the event being processed, as Faust would send it (raises outside one).
+        self._pending_changelog[key] = (self.partition_for_key(key), value)
+        self._sensor_on_set(self, key, value)
+
+    def on_key_del(self, key) -> None:
+        self._pending_changelog[key] = (self.partition_for_key(key), _DELETED)
+        self._sensor_on_del(self, key)
+
+    def take_changelog(self) -> list[tuple]:
+        """The pending records as (partition, key, value bytes or None for a tombstone), serialized
+        now, so that they are the values of this instant; nothing is pending after."""
+        pending, self._pending_changelog = self._pending_changelog, {}
+        prepare = self.changelog_topic.prepare_value
+        return [(partition, key, None if value is _DELETED else prepare(value, self.value_serializer)[0])
+                for key, (partition, value) in pending.items()]
+
+    def send_taken(self, records: list[tuple]) -> None:
+        """Hand records from `take_changelog` to Faust's producer buffer."""
+        for partition, key, value in records:
+            self.send_changelog(partition, key, value, value_serializer="raw")
 
 
 class OffsetsMonitor(Monitor):
@@ -460,6 +501,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     pipe.order_expiry = Expiry(pipe.orders, lambda st: order_side.expires_at(st, retention),
                                pipe.counters.expired.labels("orders"))
     pipe.totals = table("totals")
+    pipe.totals.flush_rank = 1      # after the states whose counts they hold (docs/semantics.md)
     # The stream clock: one small value per partition that every worker reads (docs/semantics.md).
     # One partition and recovery_buffer_size=1, as faust's GlobalTable docs advise for several
     # workers; written by a timer (use_partitioner: no stream event needed).
@@ -557,9 +599,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 counters.inc(counters.late, label)
             res.state["p"] = msg.partition
             if res.observations:
-                # Totals first: if a crash keeps only one of the two records, the redelivered
-                # message finds the totals already counted (their source offsets) or the state
-                # without this event (it is applied again), never a state that skips the totals.
+                # The state remembers what this message counted: if a crash keeps the state but
+                # not the totals (they are flushed after it), the redelivered message adds them.
                 timeline.remember(res.state, msg.topic, msg.offset, res.observations)
                 _add_observations(pipe, msg, res.observations)
             pipe.timelines[sid] = res.state

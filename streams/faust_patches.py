@@ -1,10 +1,11 @@
 """Run-time fixes to faust-streaming 0.15.3 / aiokafka 0.14 internals, applied by `create_app`.
 
-Two kinds: workarounds for the embedded broker (Tansu, docs/broker.md), applied in the embedded
-profile only, and fixes for Faust bugs that lose messages after a crash (docs/semantics.md
-"Crashes"), applied in every profile. Each names the internals it replaces: re-check them when
-faust-streaming or aiokafka is upgraded; tests/e2e/test_crash.py fails if the crash fixes stop
-working.
+Three kinds: workarounds for the embedded broker (Tansu, docs/broker.md), applied in the embedded
+profile only; fixes for Faust bugs that lose messages after a crash (docs/semantics.md
+"Crashes"), applied in every profile; and the hook that sends the tables' written-behind
+changelogs before each commit (streams.app.Utf8KeyTable), in every profile. Each names the
+internals it replaces: re-check them when faust-streaming or aiokafka is upgraded;
+tests/e2e/test_crash.py and test_retention.py fail if the crash fixes or the hook stop working.
 """
 from __future__ import annotations
 
@@ -17,6 +18,47 @@ def apply(embedded: bool) -> None:
         _embedded_fetch_wait_patch()
     _drain_producer_buffer_patch()
     _seek_with_flow_stopped_patch()
+    _write_behind_flush_patch()
+
+
+def flush_changelogs(app):
+    """Send the pending changelog records of the write-behind tables (streams.app.Utf8KeyTable).
+
+    Every table's records are taken at one instant (serialized, no await in between), so together
+    they reflect the same processed events; then they are handed to the producer one `flush_rank`
+    at a time, lowest first, yielding after each rank that had records so that the caller can
+    wait for the broker to acknowledge them before the next rank goes out.
+    """
+    taken = [(t.flush_rank, t, t.take_changelog())
+             for t in app.tables.values() if hasattr(t, "take_changelog")]
+    for rank in sorted({rank for rank, _t, records in taken if records}):
+        for r, table, records in taken:
+            if r == rank and records:
+                table.send_taken(records)
+        yield rank
+
+
+def _write_behind_flush_patch() -> None:
+    """Send the write-behind tables' changelog records whenever the producer is flushed.
+
+    The Faust consumer flushes the producer before every offset commit and when partitions are
+    revoked, and the app flushes it when it stops, so a committed offset never runs ahead of the
+    state changes its events made. Each rank of tables is flushed to the broker (acknowledged)
+    before the next one is sent. Replaces faust.transport.drivers.aiokafka.Producer.flush, which
+    drains faust's ProducerBuffer and then aiokafka's producer.
+    """
+    from faust.transport.drivers.aiokafka import Producer
+    if getattr(Producer, "_corridor_write_behind_patched", False):
+        return
+    flush = Producer.flush
+
+    async def _flush(self) -> None:
+        for _rank in flush_changelogs(self.app):
+            await flush(self)
+        await flush(self)
+
+    Producer.flush = _flush
+    Producer._corridor_write_behind_patched = True
 
 
 def _embedded_leave_group_patch() -> None:

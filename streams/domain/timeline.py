@@ -234,9 +234,10 @@ def _shipment_facts(state: dict, event: dict, result: Applied) -> None:
 
 
 def _order_facts(state: dict, event: dict, t: float) -> None:
+    # Only shipment events name the orders (their order makes the primary one): an order's events
+    # normally come after the shipment event that linked it, but after a crash they can be read
+    # before it is applied again, and must not make a later-named order primary.
     oid = event["order_id"]
-    if oid not in state["orders"]:
-        state["orders"].append(oid)
     facts = state["of"].setdefault(oid, {"seller": None, "buyer": None, "sl": None,
                                          "placed": None, "promised": None, "cancelled": False})
     facts["seller"] = event.get("seller_country") or facts["seller"]

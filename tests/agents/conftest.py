@@ -15,6 +15,9 @@ How the agents are driven (every seam is named here, so a Faust upgrade that bre
   changelog write and partitions keys with aiokafka's default partitioner (murmur2), as the real
   producer does. Messages sent to the two internal join topics are carried to the other agent on
   the partition the real producer would have chosen; that is the whole join, done faithfully.
+* Tables write their changelog behind (streams.app.Utf8KeyTable): the real producer sends the
+  pending records before each commit. `Worker.commit()` does what that flush does
+  (`faust_patches.flush_changelogs`), so a test sees changelog records only after it.
 * `app.assignor.assigned_actives` is replaced on the instance: with no consumer group there is no
   assignment, and the metrics collector exports only the partitions this worker owns.
 * The stream's iterator instantiates the Kafka consumer (never started); its consumer thread service
@@ -37,6 +40,7 @@ from faust.types import TP, Message
 from faust.types.tuples import RecordMetadata
 
 from streams.app import create_app
+from streams.faust_patches import flush_changelogs
 from streams.domain.policy import SlaPolicy
 from streams.settings import Settings
 
@@ -183,6 +187,11 @@ class Worker:
             s = pending[self.relayed]
             self.relayed += 1
             await self._deliver(s.topic, s.key, s.value, s.partition, s.headers or None)
+
+    def commit(self) -> list[int]:
+        """What the producer does before an offset commit: send the tables' pending changelog
+        records, rank by rank; the ranks that had records."""
+        return list(flush_changelogs(self.app))
 
     def totals(self) -> dict:
         return dict(self.pipe.totals.items())

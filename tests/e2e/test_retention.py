@@ -1,7 +1,7 @@
 """Bounded state: an ended shipment is forgotten once the stream clock passes its end plus the
 retention; its figures stay (they live in the totals); an event for it that is older than the
 retention goes to the dead-letter topic as `expired` instead of starting a new, never-ending
-shipment.
+shipment. The forgetting is durable: a restarted worker recovers the tombstone from the changelog.
 """
 import pytest
 
@@ -12,8 +12,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_ended_shipments_expire_and_their_figures_stay(broker, logdir):
-    w = Worker(broker.url, unique_app_id("corridor-retention"), logdir,
-               env={"CORRIDOR_RETENTION_SECONDS": str(10 * HOUR)}).start()
+    app_id, env = unique_app_id("corridor-retention"), {"CORRIDOR_RETENTION_SECONDS": str(10 * HOUR)}
+    w = Worker(broker.url, app_id, logdir, env=env).start()
     try:
         # order first, so that the shipment's end is observed as soon as it arrives
         events = journey("S1", "O1", promised_h=200)
@@ -43,7 +43,14 @@ def test_ended_shipments_expire_and_their_figures_stay(broker, logdir):
         assert w.get("/shipments/S1")[0] == 404
         dead = consume_all(broker.bootstrap, "shipments.dlq", 1)
         assert [dict(r.headers)["corridor.reason"] for r in dead] == [b"expired"]
-        assert series(w.metrics(), "corridor_shipments_in_stage") == {
-            frozenset({"corridor": "CN-AU", "stage": "fulfilment"}.items()): 1.0}   # S5 only
+        in_stage = {frozenset({"corridor": "CN-AU", "stage": "fulfilment"}.items()): 1.0}  # S5 only
+        assert series(w.metrics(), "corridor_shipments_in_stage") == in_stage
+        w.stop()
+        # A successor rebuilds its tables from the changelogs: S1's tombstone is there.
+        w = Worker(broker.url, app_id, logdir, name="successor", env=env).start()
+        poll(lambda: sample(w.metrics(), "corridor_shipments_delivered_total", corridor="CN-AU",
+                            service_level="standard", on_time="true") == 1, 30)
+        assert w.get("/shipments/S1")[0] == 404 and w.get("/shipments/S5")[0] == 200
+        assert series(w.metrics(), "corridor_shipments_in_stage") == in_stage
     finally:
         w.stop()

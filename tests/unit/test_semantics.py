@@ -165,6 +165,29 @@ def test_several_orders_share_a_shipment_and_the_first_is_primary():
     assert eng.totals["CN-AU"]["transit"]["standard"][-1] == 90 * HOUR
 
 
+def test_order_facts_read_before_the_event_that_names_the_order_do_not_make_it_primary():
+    """After a crash, order events forwarded in the first pass can be read before the shipment
+    event that named their orders is applied again: the primary order stays the first named."""
+    o1, o2 = order("O1", 0.0, promised_h=100), order("O2", 2.0, sl="express")
+    label = ship("S1", "label_created", 3.0, order_ids=["O1", "O2"])
+    delivered = ship("S1", "delivered", 90.0)
+
+    def observed(arrivals):
+        state, out = None, []
+        for source, ev in arrivals:
+            res = timeline.apply(state, source, {**ev, "shipment_id": "S1"}, POLICY)
+            state = res.state
+            out += res.observations
+        return state["orders"], [o for o in out if o[0] == "delivered"]
+
+    first_pass = observed([("shipments", label), ("orders", o1), ("orders", o2),
+                           ("shipments", delivered)])
+    replay = observed([("orders", o2), ("shipments", label), ("shipments", delivered),
+                       ("orders", o1)])
+    assert first_pass == replay == (["O1", "O2"],
+                                    [("delivered", "CN-AU", "standard", True, 90 * HOUR)])
+
+
 def test_export_release_does_not_open_last_mile():
     eng = run(journey("S1", "O1", released=None, delivered=None) +
               [("customs", customs("S1", "released", 20.0, direction="export", country="CN"))])
