@@ -26,14 +26,14 @@ import faust
 import orjson
 from faust.sensors import Monitor
 from faust.serializers import codecs
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from . import faust_patches
 from .codec import Decoder, Rejected
 from .domain import aggregate, orders as order_side, timeline
 from .domain.policy import SlaPolicy
 from .domain.stages import parse_time
-from .metrics import CorridorCollector, EventCounters, WorkerCollector
+from .metrics import CorridorCollector, EventCounters, TotalsExposition, WorkerCollector
 from .settings import Settings
 from .topics import dlq_name
 
@@ -231,7 +231,9 @@ class Pipeline:
         self.policy = policy
         self.registry = CollectorRegistry(auto_describe=False)
         self.counters = EventCounters(self.registry)
-        self.registry.register(CorridorCollector(lambda: self.snapshot(by_partition=True)))
+        # The totals families are rendered by TotalsExposition (cached per record), the rest here.
+        self.registry.register(CorridorCollector(lambda: self.snapshot(totals=False), totals=False))
+        self.totals_text = TotalsExposition()
         self.registry.register(WorkerCollector(self.offsets))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes)
                          for kind in settings.input_topics}
@@ -371,27 +373,40 @@ class Pipeline:
             marks.append(max(values))
         return min(marks)
 
-    def snapshot(self, by_partition: bool = False):
-        """(corridor totals, open-shipment gauges, clock) of the partitions owned now.
-
-        Totals are keyed by corridor, or by (corridor, partition) for /metrics: a series per partition
-        moves whole to the new owner on a rebalance, where a per-worker sum would drop on the old
-        owner (a counter reset to rate()) and jump on the new one.
-        """
-        owned = self.owned_partitions()
-        totals: dict = {}
+    def owned_totals(self) -> dict[tuple[str, str], dict] | None:
+        """{(corridor, partition): totals record} of the partitions owned now (one record each); None
+        while rebalancing or recovering: half-recovered totals would read as a counter reset."""
         if self.app.rebalancing or getattr(self.app, "in_recovery", False):
-            # Half-recovered totals would read as a counter reset: export nothing until done.
-            return totals, aggregate.OpenGauges(), None
+            return None
+        owned = self.owned_partitions()
+        out = {}
         for key, tot in self.totals.items():
             p, corr = key.split("|", 1)
             if int(p) in owned:
-                k = (corr, p) if by_partition else corr
-                aggregate.merge(totals.setdefault(k, aggregate.new_totals()), tot)
+                out[(corr, p)] = tot
+        return out
+
+    def snapshot(self, totals: bool = True):
+        """(corridor totals, open-shipment gauges, clock) of the partitions owned now; totals summed
+        over partitions by corridor ({} with totals=False)."""
+        records = self.owned_totals()
+        if records is None:
+            return {}, aggregate.OpenGauges(), None
+        by_corridor: dict = {}
+        for (corr, _p), tot in (records.items() if totals else ()):
+            aggregate.merge(by_corridor.setdefault(corr, aggregate.new_totals()), tot)
+        owned = self.owned_partitions()
         now = self.stream_time(owned)
         if now is None:
-            return totals, aggregate.OpenGauges(), None
-        return totals, aggregate.gauges_of(self.open_entries(owned), now), now
+            return by_corridor, aggregate.OpenGauges(), None
+        return by_corridor, aggregate.gauges_of(self.open_entries(owned), now), now
+
+    def metrics_text(self) -> bytes:
+        """The /metrics body. Totals carry a `partition` label: a series per partition moves whole
+        to the new owner on a rebalance, where a per-worker sum would drop on the old owner (a
+        counter reset to rate()) and jump on the new one."""
+        return (generate_latest(self.registry)
+                + self.totals_text.render(self.owned_totals() or {}).encode())
 
     def offsets(self):
         """(topic, partition, end offset, committed offset) of the stream partitions owned now."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -51,21 +51,81 @@ class CorridorCollector(Collector):
     """Scrape-time view of the state this worker owns.
 
     `snapshot()` returns (totals by corridor, open-shipment gauges, stream clock); it is provided by
-    the app so that this module knows nothing about Faust.
+    the app so that this module knows nothing about Faust. With `totals=False` only the gauges are
+    collected: the worker renders the totals through `TotalsExposition`.
     """
 
-    def __init__(self, snapshot: Callable[[], tuple[dict, OpenGauges, float | None]]):
+    def __init__(self, snapshot: Callable[[], tuple[dict, OpenGauges, float | None]],
+                 totals: bool = True):
         self._snapshot = snapshot
+        self._totals = totals
 
     def describe(self):
         return []   # do not call collect() at registration time
 
     def collect(self) -> Iterable:
         totals, gauges, now = self._snapshot()
-        yield from families(totals, gauges, now)
+        if self._totals:
+            yield from totals_families(totals)
+        yield from gauge_families(gauges, now)
+
+
+class TotalsExposition:
+    """The /metrics text of the table-derived families, kept per totals record.
+
+    These families are most of a scrape: a histogram's buckets per corridor, partition and stage or
+    service level (5,400 lines, 46 ms through prometheus_client at 5,000 shipments). Each
+    (corridor, partition) record is rendered by prometheus_client on its own, the same text as
+    `totals_families` gives, and the text is reused while the record's `stamp` is unchanged. The
+    stamp is the record's source offsets ("o"): every change to a totals record advances one of
+    them (streams.app._add_observations), and a record recovered from the changelog carries them.
+    """
+
+    def __init__(self):
+        self._cache: dict = {}          # (corridor, partition) -> (stamp, {family: sample lines})
+        self._headers = _split_families(generate_latest(_Once(totals_families({}))).decode())
+
+    def render(self, totals: dict[tuple[str, str], dict]) -> str:
+        lines = {name: [head] for name, head in self._headers.items()}
+        cache = {}
+        for key in sorted(totals):
+            tot = totals[key]
+            stamp = tuple(sorted(tot["o"].items())) if tot.get("o") else None
+            hit = self._cache.get(key)
+            if hit is None or stamp is None or hit[0] != stamp:
+                text = generate_latest(_Once(totals_families({key: tot}))).decode()
+                hit = (stamp, {name: body[body.index("\n", body.index("# TYPE")) + 1:]
+                               for name, body in _split_families(text).items()})
+            cache[key] = hit
+            for name, body in hit[1].items():
+                lines[name].append(body)
+        self._cache = cache
+        return "".join("".join(parts) for parts in lines.values())
+
+
+class _Once(Collector):
+    def __init__(self, fams):
+        self._fams = fams
+
+    def collect(self):
+        return self._fams
+
+
+def _split_families(text: str) -> dict[str, str]:
+    """Exposition text -> {family: its text from its # HELP line}, in order."""
+    out: dict[str, str] = {}
+    for chunk in text.split("# HELP ")[1:]:
+        out[chunk.split(" ", 1)[0]] = "# HELP " + chunk
+    return out
 
 
 def families(totals: dict[tuple[str, str], dict], gauges: OpenGauges, now: float | None):
+    """Every corridor family: `totals_families`, then `gauge_families`."""
+    yield from totals_families(totals)
+    yield from gauge_families(gauges, now)
+
+
+def totals_families(totals: dict[tuple[str, str], dict]):
     """totals: {(corridor, partition): totals}: the table-derived counters and histograms carry a
     `partition` label, so each series belongs to one partition and moves whole on a rebalance."""
     delivered = CounterMetricFamily(
@@ -96,6 +156,9 @@ def families(totals: dict[tuple[str, str], dict], gauges: OpenGauges, now: float
             dwell.add_metric([corr, part, stage], [(_le(b), c) for b, c in buckets], total)
     yield from (delivered, exceptions, transit, dwell)
 
+
+def gauge_families(gauges: OpenGauges, now: float | None):
+    """The open-shipment gauges and the stream clock."""
     in_stage = GaugeMetricFamily("corridor_shipments_in_stage", "Open shipments now in each stage.",
                                  labels=["corridor", "stage"])
     for (corr, stage), n in sorted(gauges.in_stage.items()):

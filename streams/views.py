@@ -1,7 +1,7 @@
 """The worker's HTTP surface: /metrics, /health, /shipments/{id}, /corridors. Nothing else."""
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .domain import aggregate, timeline
 from .domain.aggregate import TRANSIT_BUCKETS
@@ -13,7 +13,7 @@ MAX_ID_LENGTH = 200
 def register(app, pipe) -> None:
     @app.page("/metrics")
     async def metrics(web, request):
-        return web.bytes(generate_latest(pipe.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        return web.bytes(pipe.metrics_text(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/health")
     async def health(web, request):

@@ -4,7 +4,7 @@ The state of one shipment is a plain JSON-able dict (it is a Faust table value a
 record), built only by `apply`:
 
     id        shipment id
-    orders    order ids in order of first mention; orders[0] is the primary order
+    orders    order ids in the order shipment events name them; orders[0] is the primary order
     of        {order_id: {seller, buyer, sl, placed, promised, cancelled}} facts from the orders topic
     origin, dest, carrier, tracking   latest values from shipment events
     ms        {stage: epoch seconds}: the earliest event time of each stage-opening milestone

@@ -37,6 +37,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP, Message
+from prometheus_client.parser import text_string_to_metric_families
 from faust.types.tuples import RecordMetadata
 
 from streams.app import create_app
@@ -126,10 +127,6 @@ class Worker:
     def pipe(self):
         return self.app.corridor
 
-    @property
-    def registry(self):
-        return self.pipe.registry
-
     def partition(self, key: str) -> int:
         return partition_of(key.encode(), self.settings.partitions)
 
@@ -198,7 +195,8 @@ class Worker:
 
     def sample(self, name: str, **labels) -> float | None:
         """The sample's value summed over labels not given (the corridor series' `partition`)."""
-        values = [s.value for fam in self.registry.collect() for s in fam.samples
+        text = self.pipe.metrics_text().decode()             # what GET /metrics returns
+        values = [s.value for fam in text_string_to_metric_families(text) for s in fam.samples
                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
                   and set(s.labels) - set(labels) <= {"partition"}]
         return sum(values) if values else None
