@@ -103,6 +103,20 @@ class _Utf8(codecs.Codec):
 codecs.register("utf8", _Utf8())
 
 
+class _OrJson(codecs.Codec):
+    """Table values as JSON through orjson: the same JSON as faust's `json` codec (tuples as lists,
+    non-str keys as strings), several times faster; the changelog format does not change."""
+
+    def _dumps(self, obj) -> bytes:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+
+    def _loads(self, s: bytes):
+        return orjson.loads(s)
+
+
+codecs.register("orjson", _OrJson())
+
+
 _DELETED = object()
 
 
@@ -113,6 +127,7 @@ class Utf8KeyTable(faust.Table):
     Keys: Faust derives a table's key serializer from `key_type` (json for str) and ignores the
     schema's, so changelog keys would be b'"S1"' and `table_route` would hash them to another
     partition than the one that holds the shipment, sending view requests to the wrong worker.
+    Values (plain dicts) go through orjson rather than faust's json codec: the same JSON.
 
     Write-behind: Faust sends one changelog record per write, and each costs more CPU than the
     event that caused it (docs/performance.md). Here a write updates the store at once (reads and
@@ -131,7 +146,9 @@ class Utf8KeyTable(faust.Table):
         self._pending_changelog: dict = {}
 
     def _serializer_from_type(self, typ):
-        return "utf8" if typ is str else super()._serializer_from_type(typ)
+        if typ is str:
+            return "utf8"
+        return "orjson" if typ is None else super()._serializer_from_type(typ)
 
     def on_key_set(self, key, value) -> None:
         # The partition of the event being processed, as Faust would send it (raises outside one).
@@ -506,7 +523,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     def table(name: str):
         return app.Table(name, default=None, key_type=str, partitions=settings.partitions,
                          schema=faust.Schema(key_type=str, key_serializer="utf8",
-                                             value_serializer="json"))
+                                             value_serializer="orjson"))
 
     pipe.timelines = table("timelines")
     pipe.orders = table("orders")
