@@ -7,6 +7,8 @@ Sections (each on a fresh embedded broker, workers cold, the same fixed-seed sim
   2w       corridor, 2 workers started together: the same, and the ratio to 1 worker
   floor    a hand-written aiokafka consumer feeding streams.domain.engine.Engine with orjson-decoded
            events (benchmarks/floor.py), also with corridor's contract decoder; our ratio to it
+  quix     the same job as a Quix Streams application with the tuned settings (benchmarks/quix.py);
+           issue 5's target is 1.5x its events/s
   latency  p50/p99 event-to-metric latency at half the measured 1-worker throughput
            (benchmarks/latency.py)
   scaling  build and probe events/s, RSS per open shipment and /metrics scrape time at N open
@@ -38,13 +40,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import latency  # noqa: E402
+import quix  # noqa: E402
 import pipeline  # noqa: E402
 import pyspy_summary  # noqa: E402
 import scaling  # noqa: E402
 from common import (ROOT, git_rev, loadavg, machine, package_versions, produce,  # noqa: E402
                     snapshot_source, spread, start_broker, workload)
 
-SECTIONS = ("1w", "2w", "floor", "latency", "scaling", "rocksdb", "profile")
+SECTIONS = ("1w", "2w", "floor", "quix", "latency", "scaling", "rocksdb", "profile")
 DOC = ROOT / "docs" / "performance.md"
 RESULTS = HERE / "results.json"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -220,6 +223,16 @@ def table(res: dict) -> str:
                     f" | {span(floor['validate'])} | JSON Schema (jsonschema-rs) + timestamp + key checks |")
     elif "error" in sec.get("floor", {}):
         rows.append(f"| 3 | floor | failed | | {cell(sec['floor']['error'])} |")
+    qx = sec.get("quix", {}).get("stats")
+    if qx:
+        ratio = one["eps"]["median"] / qx["eps"]["median"] if one else None
+        rows.append(f"| 3 | Quix Streams, tuned, same job (benchmarks/quix.py): events/s | "
+                    f"**{fmt(qx['eps']['median'])}** | {span(qx['eps'])} | corridor 1 worker = "
+                    f"**{fmt(ratio, 2)}×** it (target ≥ 1.5×); {fmt(qx['cpu']['median'])} µs CPU/event, "
+                    f"peak RSS {fmt(qx['rss']['median'])} MiB, delivered {fmt(qx['delivered']['median'])}; "
+                    f"no schema validation, dead letters, metrics or expiry |")
+    elif "error" in sec.get("quix", {}):
+        rows.append(f"| 3 | Quix Streams | failed | | {cell(sec['quix']['error'])} |")
     lat = sec.get("latency", {}).get("result")
     if lat:
         p99 = sec["latency"].get("p99")
@@ -448,8 +461,20 @@ def main() -> int:
                            "`python benchmarks/run_all.py --only scaling --scale-sizes 1000000`.")
         return out
 
+    def quix_tuned():
+        runs = []
+        for i in range(args.runs):
+            r = quix.one_run(events, args.partitions, True, logdir)
+            runs.append(r)
+            log(f"  run {i + 1}/{args.runs}: {r['events_per_s']:.0f} ev/s ({r['cpu_us_per_event']:.0f} "
+                f"us CPU/event), peak RSS {r['peak_rss_mib']:.0f} MiB, delivered {r['delivered']}")
+        return {"runs": runs, "stats": {k: spread([r[f] for r in runs]) for k, f in (
+            ("eps", "events_per_s"), ("cpu", "cpu_us_per_event"), ("rss", "peak_rss_mib"),
+            ("delivered", "delivered"))}}
+
     section("1w", one_worker)
     section("floor", floor)
+    section("quix", quix_tuned)
     section("2w", two_workers)
     section("latency", lat)
     section("scaling", scale)
