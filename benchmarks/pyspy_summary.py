@@ -80,7 +80,7 @@ def area(frame: str) -> str:
 CATEGORIES = (
     ("agents: the `timelines` and `join_orders` bodies",
      ("create_app.<locals>.timelines", "create_app.<locals>.join_orders")),
-    ("· of which table writes (`table[k] = v` -> changelog send)", ("ManagedUserDict.__setitem__",)),
+    ("· of which table writes (`table[k] = v`; the changelog goes at the commit)", ("ManagedUserDict.__setitem__",)),
     ("· of which contract decoding (`Decoder.decode`)", ("Decoder.decode",)),
     ("· of which the domain (`timeline.apply`, `orders.apply_*`)",
      ("apply (streams/domain/timeline", "apply_order_event", "apply_link")),
@@ -90,7 +90,7 @@ CATEGORIES = (
     ("faust's ProducerBuffer: pushing buffered changelog records to aiokafka",
      ("ProducerBuffer._handle_pending",)),
     ("faust's fetcher: handing fetched records to the streams", ("Fetcher._fetcher",)),
-    ("offset commits", ("Consumer._commit_handler", "Consumer.commit (")),
+    ("offset commits, with the written-behind changelogs", ("Consumer._commit_handler", "Consumer.commit (")),
     ("/metrics and the web server", ("generate_latest", "Web.", "aiohttp")),
 )
 
