@@ -5,6 +5,7 @@ Nothing here asserts a time; every process started here is killed by the caller'
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import re
@@ -292,6 +293,18 @@ def spread(values) -> dict:
         return {"median": None, "min": None, "max": None, "values": []}
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "values": values}
+
+
+def parse_overrides(items) -> dict:
+    """`SETTING=VALUE` what-if flags -> {setting: value}: the value as JSON, else as a string."""
+    out = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
 
 
 def loadavg() -> float:

@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (GroupProgress, cpu_seconds, kill_all, loadavg, poll, produce,  # noqa: E402
-                    rss_mib, start_broker, start_workers, workload)
+from common import (GroupProgress, cpu_seconds, kill_all, loadavg, parse_overrides,  # noqa: E402
+                    poll, produce, rss_mib, start_broker, start_workers, workload)
 
 WORKER_ENV = {"CORRIDOR_LOG_LEVEL": "warn"}
 
@@ -160,13 +160,7 @@ def main() -> int:
                     "string), through benchmarks/worker_shim.py; repeatable")
     ap.add_argument("--shim", action="store_true", help="run the worker through worker_shim.py")
     args = ap.parse_args()
-    overrides = {}
-    for item in args.faust:
-        key, _, raw = item.partition("=")
-        try:
-            overrides[key] = json.loads(raw)
-        except ValueError:
-            overrides[key] = raw
+    overrides = parse_overrides(args.faust)
     env = {"CORRIDOR_BENCH_FAUST": json.dumps(overrides)} if overrides else {}
     logdir = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
     events = workload(args.shipments, args.seed)

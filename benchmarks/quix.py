@@ -108,7 +108,6 @@ ROOT = HERE.parents[1]
 # the source snapshot a benchmark session runs (benchmarks/common.py), else this repository
 sys.path.insert(0, os.environ.get("CORRIDOR_BENCH_SRC") or str(ROOT))
 
-MAX_EVENTS = 100    # Settings().timeline_max_events, corridor's default
 
 
 # ---- configurations ---------------------------------------------------------------------------
@@ -200,7 +199,9 @@ def serve(args) -> int:
     from streams.settings import Settings
 
     policy = SlaPolicy.load()
-    inputs = Settings().input_topics           # kind -> topic
+    settings = Settings()
+    inputs = settings.input_topics             # kind -> topic
+    max_events = settings.timeline_max_events
     names = internal_topics(args.group)
     ready_path, out_path = Path(args.ready), Path(args.out)
     final_totals: dict[str, dict] = {}         # corridor -> the totals last written to State
@@ -270,7 +271,7 @@ def serve(args) -> int:
         last[0] = time.time()
         ctx = message_context()
         source = source_of[ctx.topic]
-        res = timeline.apply(state.get("s"), source, value, policy, MAX_EVENTS)
+        res = timeline.apply(state.get("s"), source, value, policy, max_events)
         sid = res.state["id"]
         out = []
         if res.duplicate:
@@ -388,8 +389,9 @@ def engine_totals(events) -> dict[str, dict]:
     from streams.domain.engine import Engine
     from streams.domain.policy import SlaPolicy
     from streams.settings import Settings
-    kind = {topic: k for k, topic in Settings().input_topics.items()}
-    engine = Engine(SlaPolicy.load(), max_events=MAX_EVENTS)
+    settings = Settings()
+    kind = {topic: k for k, topic in settings.input_topics.items()}
+    engine = Engine(SlaPolicy.load(), max_events=settings.timeline_max_events)
     for topic, _key, value in events:
         engine.feed(kind[topic], orjson.loads(value))
     return engine.totals
@@ -508,17 +510,11 @@ def main() -> int:
     if args.serve:
         return serve(args)
 
-    overrides = {}
-    for item in args.quix:
-        key, _, raw = item.partition("=")
-        try:
-            overrides[key] = json.loads(raw)
-        except ValueError:
-            overrides[key] = raw
+    sys.path.insert(0, str(HERE.parent))
+    from common import parse_overrides, workload
+    overrides = parse_overrides(args.quix)
     if overrides:
         os.environ["QUIX_BENCH_OVERRIDES"] = json.dumps(overrides)   # inherited by --serve
-    sys.path.insert(0, str(HERE.parent))
-    from common import workload
     events = workload(args.shipments, args.seed)
     reference = engine_totals(events)
     ref_delivered = delivered_of(reference)

@@ -390,10 +390,14 @@ class Pipeline:
             marks.append(max(values))
         return min(marks)
 
+    def _settled(self) -> bool:
+        """Not rebalancing or recovering: half-recovered totals would read as a counter reset."""
+        return not (self.app.rebalancing or getattr(self.app, "in_recovery", False))
+
     def owned_totals(self) -> dict[tuple[str, str], dict] | None:
         """{(corridor, partition): totals record} of the partitions owned now (one record each); None
-        while rebalancing or recovering: half-recovered totals would read as a counter reset."""
-        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+        until settled (`_settled`)."""
+        if not self._settled():
             return None
         owned = self.owned_partitions()
         out = {}
@@ -406,11 +410,10 @@ class Pipeline:
     def snapshot(self, totals: bool = True):
         """(corridor totals, open-shipment gauges, clock) of the partitions owned now; totals summed
         over partitions by corridor ({} with totals=False)."""
-        records = self.owned_totals()
-        if records is None:
+        if not self._settled():
             return {}, aggregate.OpenGauges(), None
         by_corridor: dict = {}
-        for (corr, _p), tot in (records.items() if totals else ()):
+        for (corr, _p), tot in (self.owned_totals().items() if totals else ()):
             aggregate.merge(by_corridor.setdefault(corr, aggregate.new_totals()), tot)
         owned = self.owned_partitions()
         now = self.stream_time(owned)
