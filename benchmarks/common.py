@@ -216,8 +216,9 @@ class GroupProgress:
     (order links, order events re-keyed to shipments) it has committed up to the end offset. Faust
     flushes its producer before it commits, so once the inputs are committed every link they caused
     is on the broker, and once the links are committed every forwarded order event is: nothing is
-    left in flight. (The internal topics' end offsets are right on Tansu because the worker's
-    producer writes one record per batch: docs/broker.md, ListOffsets.)
+    left in flight. End offsets come from fetch responses (`end_offsets`): Tansu's
+    ListOffsets answers the last batch's base offset + 1 (docs/broker.md), and the worker's
+    producer batches the internal topics.
     """
 
     def __init__(self, bootstrap: str, app_id: str, partitions: int, settings: Settings | None = None):
@@ -233,6 +234,9 @@ class GroupProgress:
                            for name in ("timelines", "totals", "orders")}
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id,
                                       enable_auto_commit=False)
+        # Not in the group: it only fetches, to learn the high watermarks.
+        self.reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=10)
 
     def committed(self, tps) -> int:
         return sum(self.consumer.committed(tp) or 0 for tp in tps)
@@ -244,21 +248,39 @@ class GroupProgress:
         if self.inputs_committed() < n:
             return False
         committed = {tp: self.consumer.committed(tp) or 0 for tp in self.internal}
-        end = self.consumer.end_offsets(self.internal)
-        return all(committed[tp] >= end.get(tp, 0) for tp in self.internal)
+        end = self.end_offsets(self.internal)
+        return all(committed[tp] >= end[tp] for tp in self.internal)
+
+    def end_offsets(self, tps, timeout: float = 10.0) -> dict:
+        """The high watermark of each partition, as a fetch response gives it: a fetch from the
+        start of the last batch that ListOffsets points into (right on Kafka and on Tansu)."""
+        listed = self.reader.end_offsets(tps)
+        self.reader.assign([])          # fresh partition states: no high watermark from before
+        self.reader.assign(tps)
+        for tp in tps:
+            self.reader.seek(tp, max(listed[tp] - 1, 0))
+        deadline = time.monotonic() + timeout
+        while True:
+            self.reader.poll(timeout_ms=100)
+            ends = {tp: self.reader.highwater(tp) for tp in tps}
+            if None not in ends.values():
+                return ends
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no fetch answered for {[tp for tp in tps if ends[tp] is None]}")
 
     def internal_records(self) -> int:
-        return sum(self.consumer.end_offsets(self.internal).values())
+        return sum(self.end_offsets(self.internal).values())
 
     def changelog_records(self) -> dict[str, int]:
-        """Records written to each table's changelog (one per table write; the worker's producer
-        writes one record per batch on the embedded broker, so end offsets count records)."""
-        return {name: sum(self.consumer.end_offsets(tps).values())
+        """Records written to each table's changelog: one per key per commit, and on the embedded
+        broker one end marker per partition written per flushed rank (streams.faust_patches)."""
+        return {name: sum(self.end_offsets(tps).values())
                 for name, tps in self.changelogs.items()}
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.consumer.close()
+        for consumer in (self.consumer, self.reader):
+            with contextlib.suppress(Exception):
+                consumer.close()
 
 
 def scrape_seconds(worker: BenchWorker, n: int = 5) -> list[float]:

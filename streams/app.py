@@ -233,10 +233,11 @@ def faust_settings(settings: Settings) -> dict:
         conf["broker_credentials"] = credentials
     if settings.profile == "embedded":
         # Tansu (docs/broker.md): the group session fixes the join delay (session/2) and the
-        # eviction of dead members; batch size 1 works around ListOffsets(latest) returning the last
-        # batch's base offset + 1, which otherwise loses the changelog tail on recovery.
+        # eviction of dead members. ListOffsets(latest) answers the last batch's base offset + 1,
+        # which would lose a changelog's tail on recovery: the producer ends each flush with
+        # markers (faust_patches, `corridor_end_markers`) rather than sending batches of 1.
         conf.update(broker_session_timeout=2.0, broker_heartbeat_interval=0.5,
-                    broker_commit_interval=0.3, producer_max_batch_size=1)
+                    broker_commit_interval=0.3)
     return conf
 
 
@@ -508,6 +509,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     policy = policy or SlaPolicy.load(settings.sla_policy or None)
     faust_patches.apply(embedded=settings.profile == "embedded")
     app = faust.App(settings.app_id, **faust_settings(settings))
+    app.corridor_end_markers = settings.profile == "embedded"
     pipe = Pipeline(settings, policy)
     pipe.app = app
     app.corridor = pipe

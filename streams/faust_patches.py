@@ -21,6 +21,11 @@ def apply(embedded: bool) -> None:
     _write_behind_flush_patch()
 
 
+#: Key of the end-of-flush markers: valid JSON and valid UTF-8, so every table's key codec reads
+#: it (as a key no table holds).
+END_MARKER_KEY = b'"\\u0000corridor-end-of-flush"'
+
+
 def flush_changelogs(app):
     """Send the pending changelog records of the write-behind tables (streams.app.Utf8KeyTable).
 
@@ -45,18 +50,43 @@ def _write_behind_flush_patch() -> None:
     revoked, and the app flushes it when it stops, so a committed offset never runs ahead of the
     state changes its events made. Each rank of tables is flushed to the broker (acknowledged)
     before the next one is sent. Replaces faust.transport.drivers.aiokafka.Producer.flush, which
-    drains faust's ProducerBuffer and then aiokafka's producer.
+    drains faust's ProducerBuffer and then aiokafka's producer, and wraps Producer.send.
+
+    End markers (apps with `corridor_end_markers` set: the embedded profile). Tansu's
+    ListOffsets(latest) answers the base offset of a partition's last record batch + 1, and Faust
+    recovers a changelog only up to that offset, so it dropped the rest of the last batch
+    (docs/broker.md §2). Instead of sending every record in a batch of its own (batch size 1:
+    one produce request per record), each flushed rank is followed, once acknowledged, by a
+    marker: a tombstone of END_MARKER_KEY, alone in its batch, in every changelog partition
+    written since the last marker. The answer is then the true end, and recovering the marker
+    deletes a key that no table holds.
     """
     from faust.transport.drivers.aiokafka import Producer
     if getattr(Producer, "_corridor_write_behind_patched", False):
         return
-    flush = Producer.flush
+    flush, send = Producer.flush, Producer.send
+
+    async def _send(self, topic, key, value, partition, timestamp, headers, **kwargs):
+        if partition is not None and topic.endswith("-changelog") \
+                and getattr(self.app, "corridor_end_markers", False):
+            self.__dict__.setdefault("_corridor_unmarked", set()).add((topic, partition))
+        return await send(self, topic, key, value, partition, timestamp, headers, **kwargs)
+
+    async def _flush_and_mark(self) -> None:
+        await flush(self)
+        unmarked = self.__dict__.get("_corridor_unmarked")
+        if unmarked:
+            self._corridor_unmarked = set()
+            for topic, partition in sorted(unmarked):
+                await send(self, topic, END_MARKER_KEY, None, partition, None, None)
+            await flush(self)
 
     async def _flush(self) -> None:
         for _rank in flush_changelogs(self.app):
-            await flush(self)
-        await flush(self)
+            await _flush_and_mark(self)
+        await _flush_and_mark(self)
 
+    Producer.send = _send
     Producer.flush = _flush
     Producer._corridor_write_behind_patched = True
 
