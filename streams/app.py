@@ -486,18 +486,21 @@ class Pipeline:
         if event_time > self._topic_clock.get(key, float("-inf")):
             self._topic_clock[key] = event_time
 
-    def persist_clock(self) -> None:
-        """Share this worker's partition clocks with every worker (the global `clock` table)."""
+    def persist_clock(self) -> bool:
+        """Share this worker's partition clocks with every worker (the global `clock` table);
+        True if a value moved (was written)."""
+        values = {}
         for p in self.owned_partitions():
-            t = self._clock.get(p)
-            if t is not None and t > (self.clock.get(f"p{p}") or float("-inf")):
-                self.clock[f"p{p}"] = t
-            w = self.watermark(p)
-            if w is not None and w > (self.clock.get(f"w{p}") or float("-inf")):
-                self.clock[f"w{p}"] = w
-        for (topic, p), t in list(self._topic_clock.items()):
-            if t > (self.clock.get(f"t{p}|{topic}") or float("-inf")):
-                self.clock[f"t{p}|{topic}"] = t
+            values[f"p{p}"] = self._clock.get(p)
+            values[f"w{p}"] = self.watermark(p)
+        for (topic, p), t in self._topic_clock.items():
+            values[f"t{p}|{topic}"] = t
+        wrote = False
+        for key, t in values.items():
+            if t is not None and t > (self.clock.get(key) or float("-inf")):
+                self.clock[key] = t
+                wrote = True
+        return wrote
 
 
 def _now_iso() -> str:
@@ -661,7 +664,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
 
     @app.timer(CLOCK_PERSIST_SECONDS)
     async def share_clock():
-        pipe.persist_clock()
+        if pipe.persist_clock() and app.corridor_end_markers:
+            await app.producer.mark_changelog_ends()     # an idle worker commits nothing after
         pipe.warm_open_index()
 
     @app.on_partitions_assigned.connect

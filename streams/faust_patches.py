@@ -43,6 +43,22 @@ def flush_changelogs(app):
         yield rank
 
 
+def _flush_lock(producer) -> asyncio.Lock:
+    """One flush at a time: a rank's markers must be acknowledged before the next rank is sent."""
+    return producer.__dict__.setdefault("_corridor_flush_lock", asyncio.Lock())
+
+
+def _each_partition(app, written: set[tuple]) -> list[tuple]:
+    """(topic, partition) pairs written to, sorted; a partition of None (a `use_partitioner`
+    table's write, placed by the producer) stands for every partition of that changelog."""
+    counts = {t.changelog_topic.get_topic_name(): t.partitions for t in app.tables.values()}
+    out = {(topic, p) for topic, p in written if p is not None}
+    for topic, p in written:
+        if p is None:
+            out.update((topic, q) for q in range(counts.get(topic) or app.conf.topic_partitions))
+    return sorted(out)
+
+
 def _write_behind_flush_patch() -> None:
     """Send the write-behind tables' changelog records whenever the producer is flushed.
 
@@ -59,7 +75,8 @@ def _write_behind_flush_patch() -> None:
     one produce request per record), each flushed rank is followed, once acknowledged, by a
     marker: a tombstone of END_MARKER_KEY, alone in its batch, in every changelog partition
     written since the last marker. The answer is then the true end, and recovering the marker
-    deletes a key that no table holds.
+    deletes a key that no table holds. Writes made outside the stream (the clock table's timer)
+    are followed by `Producer.mark_changelog_ends()`, as no commit may follow them.
     """
     from faust.transport.drivers.aiokafka import Producer
     if getattr(Producer, "_corridor_write_behind_patched", False):
@@ -67,8 +84,7 @@ def _write_behind_flush_patch() -> None:
     flush, send = Producer.flush, Producer.send
 
     async def _send(self, topic, key, value, partition, timestamp, headers, **kwargs):
-        if partition is not None and topic.endswith("-changelog") \
-                and getattr(self.app, "corridor_end_markers", False):
+        if topic.endswith("-changelog") and getattr(self.app, "corridor_end_markers", False):
             self.__dict__.setdefault("_corridor_unmarked", set()).add((topic, partition))
         return await send(self, topic, key, value, partition, timestamp, headers, **kwargs)
 
@@ -77,14 +93,21 @@ def _write_behind_flush_patch() -> None:
         unmarked = self.__dict__.get("_corridor_unmarked")
         if unmarked:
             self._corridor_unmarked = set()
-            for topic, partition in sorted(unmarked):
+            for topic, partition in _each_partition(self.app, unmarked):
                 await send(self, topic, END_MARKER_KEY, None, partition, None, None)
             await flush(self)
 
     async def _flush(self) -> None:
-        for _rank in flush_changelogs(self.app):
+        async with _flush_lock(self):
+            for _rank in flush_changelogs(self.app):
+                await _flush_and_mark(self)
             await _flush_and_mark(self)
-        await _flush_and_mark(self)
+
+    async def _mark_ends(self) -> None:
+        async with _flush_lock(self):
+            await _flush_and_mark(self)
+
+    Producer.mark_changelog_ends = _mark_ends
 
     Producer.send = _send
     Producer.flush = _flush
