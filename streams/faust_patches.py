@@ -3,9 +3,10 @@
 Three kinds: workarounds for the embedded broker (Tansu, docs/broker.md), applied in the embedded
 profile only; fixes for Faust bugs that lose messages after a crash (docs/semantics.md
 "Crashes"), applied in every profile; and the hook that sends the tables' written-behind
-changelogs before each commit (streams.app.Utf8KeyTable), in every profile. Each names the
-internals it replaces: re-check them when faust-streaming or aiokafka is upgraded;
-tests/e2e/test_crash.py and test_retention.py fail if the crash fixes or the hook stop working.
+changelogs before each commit (streams.app.Utf8KeyTable), in every profile, ending them with
+markers in the embedded profile. Each names the internals it replaces: re-check them when
+faust-streaming or aiokafka is upgraded; tests/e2e/test_crash.py and test_retention.py fail if
+the crash fixes or the hook stop working, test_pipeline.py if the markers do.
 """
 from __future__ import annotations
 
