@@ -22,6 +22,11 @@
    on the embedded broker it sets the latency floor (`python benchmarks/latency.py
    --fetch-max-wait-ms 100`).
 
+4. CORRIDOR_BENCH_GC=700,10,10: gc.set_threshold for what-if runs. CORRIDOR_BENCH_GC_LOG=PATH:
+   every garbage collection of generation 2 (and any other over 10 ms) appends
+   "monotonic_start duration_s generation collected" to PATH, to see whether collections line
+   up with latency outliers.
+
 run_all.py uses this shim only for the RocksDB row when the unpatched worker fails, and says so.
 
     python benchmarks/worker_shim.py worker [faust worker args]
@@ -82,3 +87,21 @@ if _gc:
 from streams.cli import main  # noqa: E402
 
 raise SystemExit(main())
+
+_gc_log = os.environ.get("CORRIDOR_BENCH_GC_LOG")
+if _gc_log:
+    import gc
+    import time
+
+    _gc_out = open(_gc_log, "a", buffering=1)
+    _gc_start = [0.0]
+
+    def _on_gc(phase, info):
+        if phase == "start":
+            _gc_start[0] = time.monotonic()
+            return
+        took = time.monotonic() - _gc_start[0]
+        if info["generation"] == 2 or took > 0.01:
+            _gc_out.write(f"{_gc_start[0]:.3f} {took:.4f} {info['generation']} {info['collected']}\n")
+
+    gc.callbacks.append(_on_gc)
