@@ -25,6 +25,7 @@ from typing import Callable
 import faust
 import orjson
 from faust.sensors import Monitor
+from faust.types import TP
 from faust.serializers import codecs
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -133,7 +134,7 @@ class Utf8KeyTable(faust.Table):
     event that caused it (docs/performance.md). Here a write updates the store at once (reads and
     views see it) and remembers (partition, value) per key. Before every offset commit the
     producer takes the pending records of every table at one instant (`take_changelog`) and sends
-    them rank by rank (`faust_patches.flush_changelogs`), so a committed event's state changes
+    them rank by rank (`faust_patches.write_changelogs`), so a committed event's state changes
     are on the broker before its offset is. A crash before that loses the pending records with
     the uncommitted offsets, and the events are processed again. Timelines and orders go first,
     the totals they count after (docs/semantics.md "Crashes").
@@ -160,17 +161,19 @@ class Utf8KeyTable(faust.Table):
         self._sensor_on_del(self, key)
 
     def take_changelog(self) -> list[tuple]:
-        """The pending records as (partition, key, value bytes or None for a tombstone), serialized
-        now, so that they are the values of this instant; nothing is pending after."""
+        """The pending records as (partition, key bytes, value bytes or None for a tombstone),
+        serialized now, so that they are the values of this instant; nothing is pending after."""
         pending, self._pending_changelog = self._pending_changelog, {}
-        prepare = self.changelog_topic.prepare_value
-        return [(partition, key, None if value is _DELETED else prepare(value, self.value_serializer)[0])
+        topic = self.changelog_topic
+        key_serializer, value_serializer = self.key_serializer, self.value_serializer
+        return [(partition, topic.prepare_key(key, key_serializer)[0],
+                 None if value is _DELETED else topic.prepare_value(value, value_serializer)[0])
                 for key, (partition, value) in pending.items()]
 
-    def send_taken(self, records: list[tuple]) -> None:
-        """Hand records from `take_changelog` to Faust's producer buffer."""
-        for partition, key, value in records:
-            self.send_changelog(partition, key, value, value_serializer="raw")
+    def on_changelog_written(self, partition: int, offset: int) -> None:
+        """The broker acknowledged this table's records up to `offset` in changelog `partition`
+        (what faust's per-record callback does: the RocksDB store remembers it for recovery)."""
+        self.data.set_persisted_offset(TP(self.changelog_topic.get_topic_name(), partition), offset)
 
 
 class OffsetsMonitor(Monitor):

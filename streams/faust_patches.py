@@ -27,21 +27,31 @@ def apply(embedded: bool) -> None:
 END_MARKER_KEY = b'"\\u0000corridor-end-of-flush"'
 
 
-def flush_changelogs(app):
+async def write_changelogs(app, send, flush) -> list[int]:
     """Send the pending changelog records of the write-behind tables (streams.app.Utf8KeyTable).
 
     Every table's records are taken at one instant (serialized, no await in between), so together
-    they reflect the same processed events; then they are handed to the producer one `flush_rank`
-    at a time, lowest first, yielding after each rank that had records so that the caller can
-    wait for the broker to acknowledge them before the next rank goes out.
+    they reflect the same processed events; then they go out one `flush_rank` at a time, lowest
+    first, each rank sent with `send` (Producer.send: straight to aiokafka, without faust's
+    per-record FutureMessage and ProducerBuffer) and acknowledged (`await flush()`) before the
+    next. Each table then learns the last offset written per partition (the RocksDB store keeps
+    it to skip that part of the changelog on recovery). Returns the ranks that had records.
     """
     taken = [(t.flush_rank, t, t.take_changelog())
              for t in app.tables.values() if hasattr(t, "take_changelog")]
-    for rank in sorted({rank for rank, _t, records in taken if records}):
+    ranks = sorted({rank for rank, _t, records in taken if records})
+    for rank in ranks:
+        sent = {}
         for r, table, records in taken:
-            if r == rank and records:
-                table.send_taken(records)
-        yield rank
+            if r != rank or not records:
+                continue
+            topic = table.changelog_topic.get_topic_name()
+            for partition, key, value in records:
+                sent[table, partition] = await send(topic, key, value, partition, None, None)
+        await flush()
+        for (table, partition), fut in sent.items():
+            table.on_changelog_written(partition, (await fut).offset)
+    return ranks
 
 
 def _flush_lock(producer) -> asyncio.Lock:
@@ -100,8 +110,7 @@ def _write_behind_flush_patch() -> None:
 
     async def _flush(self) -> None:
         async with _flush_lock(self):
-            for _rank in flush_changelogs(self.app):
-                await _flush_and_mark(self)
+            await write_changelogs(self.app, self.send, lambda: _flush_and_mark(self))
             await _flush_and_mark(self)
 
     async def _mark_ends(self) -> None:

@@ -17,7 +17,7 @@ How the agents are driven (every seam is named here, so a Faust upgrade that bre
   the partition the real producer would have chosen; that is the whole join, done faithfully.
 * Tables write their changelog behind (streams.app.Utf8KeyTable): the real producer sends the
   pending records before each commit. `Worker.commit()` does what that flush does
-  (`faust_patches.flush_changelogs`), so a test sees changelog records only after it.
+  (`faust_patches.write_changelogs`), so a test sees changelog records only after it.
 * `app.assignor.assigned_actives` is replaced on the instance: with no consumer group there is no
   assignment, and the metrics collector exports only the partitions this worker owns.
 * The stream's iterator instantiates the Kafka consumer (never started); its consumer thread service
@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from faust.types.tuples import RecordMetadata
 
 from streams.app import create_app
-from streams.faust_patches import flush_changelogs
+from streams.faust_patches import write_changelogs
 from streams.domain.policy import SlaPolicy
 from streams.settings import Settings
 
@@ -92,17 +92,22 @@ class FakeProducer:
     async def send(self, topic, key, value, partition, timestamp, headers, *, transactional_id=None):
         if partition is None:
             partition = partition_of(key, self.partitions)
-        self.sent.append(Sent(topic, key, value, partition, dict(headers or {})))
+        log = self.changelog if topic.endswith("-changelog") else self.sent
+        log.append(Sent(topic, key, value, partition, dict(headers or {})))
         fut = asyncio.get_running_loop().create_future()
-        fut.set_result(RecordMetadata(topic, partition, TP(topic, partition), len(self.sent) - 1,
+        fut.set_result(RecordMetadata(topic, partition, TP(topic, partition), len(log) - 1,
                                       timestamp, 0))
         return fut
+
+    async def flush(self) -> None:
+        return None
 
     async def send_and_wait(self, topic, key, value, partition, timestamp, headers, **kwargs):
         return await (await self.send(topic, key, value, partition, timestamp, headers))
 
     def send_soon(self, fut) -> None:
-        """Table changelog writes (Table.send_changelog -> Topic.send_soon -> producer.send_soon)."""
+        """Faust's own changelog writes (Table.send_changelog -> Topic.send_soon); the
+        write-behind tables send theirs with `send` at a commit."""
         m = fut.message
         self.changelog.append(Sent(m.channel.get_topic_name(), m.key, m.value, m.partition,
                                    dict(m.headers or {})))
@@ -185,10 +190,10 @@ class Worker:
             self.relayed += 1
             await self._deliver(s.topic, s.key, s.value, s.partition, s.headers or None)
 
-    def commit(self) -> list[int]:
+    async def commit(self) -> list[int]:
         """What the producer does before an offset commit: send the tables' pending changelog
         records, rank by rank; the ranks that had records."""
-        return list(flush_changelogs(self.app))
+        return await write_changelogs(self.app, self.producer.send, self.producer.flush)
 
     def totals(self) -> dict:
         return dict(self.pipe.totals.items())

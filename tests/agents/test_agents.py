@@ -60,7 +60,7 @@ async def test_complete_journey_through_both_agents(worker):
         assert [(s.key, s.partition) for s in links] == [(b"O1", w.partition("O1"))]
         assert [(s.key, s.partition) for s in forwards] == [(b"S1", w.partition("S1"))]
         # every totals write went to the changelog partition of the shipment's source partition
-        assert w.commit() == [0, 1]
+        assert await w.commit() == [0, 1]
         totals_log = [s for s in w.producer.changelog if s.topic.endswith("-totals-changelog")]
         assert totals_log and {s.partition for s in totals_log} == {w.partition("S1")}
         assert w.sample(CONSUMED, topic="shipments") == 5
@@ -192,7 +192,7 @@ async def test_changelogs_are_written_behind_once_per_key_per_commit_states_firs
     async with worker() as w:
         await w.feed_all(events)
         assert w.producer.changelog == []                       # nothing sent before a commit
-        assert w.commit() == [0, 1]
+        assert await w.commit() == [0, 1]
         log = [(s.topic.rsplit("-", 2)[-2], s.key, s.partition) for s in w.producer.changelog]
         p_s, p_o = w.partition("S1"), w.partition("O1")
         assert log == [("timelines", b"S1", p_s), ("orders", b"O1", p_o),
@@ -201,7 +201,7 @@ async def test_changelogs_are_written_behind_once_per_key_per_commit_states_firs
         as_json = lambda v: orjson.loads(orjson.dumps(v))          # noqa: E731 (tuples -> lists)
         assert last[b"S1"] == as_json(w.pipe.timelines["S1"])
         assert last[f"{p_s}|CN-AU".encode()] == as_json(w.pipe.totals[f"{p_s}|CN-AU"])
-        assert w.commit() == [] and len(w.producer.changelog) == 3   # nothing pending
+        assert await w.commit() == [] and len(w.producer.changelog) == 3   # nothing pending
     # Deletes (expiry) send tombstones the same way: tests/e2e/test_retention.py restarts a worker
     # after one and finds the shipment still gone.
 
