@@ -84,10 +84,6 @@ if _gc:
 
     gc.set_threshold(*(int(x) for x in _gc.split(",")))
 
-from streams.cli import main  # noqa: E402
-
-raise SystemExit(main())
-
 _gc_log = os.environ.get("CORRIDOR_BENCH_GC_LOG")
 if _gc_log:
     import gc
@@ -105,3 +101,7 @@ if _gc_log:
             _gc_out.write(f"{_gc_start[0]:.3f} {took:.4f} {info['generation']} {info['collected']}\n")
 
     gc.callbacks.append(_on_gc)
+
+from streams.cli import main  # noqa: E402
+
+raise SystemExit(main())

@@ -152,6 +152,9 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
              "info": logging.INFO, "debug": logging.DEBUG}[settings.log_level]
     for name in ("aiokafka", "faust", "mode", "corridor"):
         logging.getLogger(name).setLevel(level)
+    if settings.gc_threshold_values:
+        import gc
+        gc.set_threshold(*settings.gc_threshold_values)
     app = create_app(settings, policy)
     sys.argv = ["corridor", "worker", "-l", settings.log_level, "--web-port", str(settings.web_port),
                 "--web-host", settings.web_host, *faust_args]

@@ -58,6 +58,10 @@ class Settings:
     #: Values larger than this many bytes are rejected.
     max_message_bytes: int = field(default=65536, metadata={"env": "CORRIDOR_MAX_MESSAGE_BYTES"})
     log_level: str = field(default="info", metadata={"env": "CORRIDOR_LOG_LEVEL"})
+    #: The worker's garbage-collector thresholds (gc.set_threshold: gen0,gen1,gen2), or `python`
+    #: for Python's own 700,10,10. Python's full collections walk every table value and paused
+    #: the worker 100-215 ms every ~5 s at 20,000 shipments (docs/performance.md "Latency").
+    gc_thresholds: str = field(default="10000,50,1000", metadata={"env": "CORRIDOR_GC_THRESHOLDS"})
     # ---- secured clusters (docs/configuration.md) -----------------------------------------
     security_protocol: str = field(default="PLAINTEXT", metadata={"env": "CORRIDOR_SECURITY_PROTOCOL"})
     sasl_mechanism: str = field(default="PLAIN", metadata={"env": "CORRIDOR_SASL_MECHANISM"})
@@ -99,6 +103,21 @@ class Settings:
         return {"orders": self.topic_orders, "shipments": self.topic_shipments,
                 "customs": self.topic_customs}
 
+    @property
+    def gc_threshold_values(self) -> tuple[int, int, int] | None:
+        """The three gc thresholds, or None to leave Python's."""
+        if self.gc_thresholds.strip() == "python":
+            return None
+        parts = self.gc_thresholds.split(",")
+        try:
+            values = tuple(int(p) for p in parts)
+        except ValueError:
+            values = ()
+        if len(values) != 3 or min(values) < 1:
+            raise SettingsError(f"gc_thresholds must be three positive integers gen0,gen1,gen2 or "
+                                f"'python', not {self.gc_thresholds!r}")
+        return values
+
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -115,6 +134,7 @@ class Settings:
             raise SettingsError(f"broker {self.broker!r} names no host:port")
         if self.store.split("://")[0] not in ("memory", "rocksdb"):
             raise SettingsError(f"store must be memory:// or rocksdb://, not {self.store!r}")
+        self.gc_threshold_values        # raises SettingsError on a bad value
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if self.security_protocol not in SECURITY_PROTOCOLS:

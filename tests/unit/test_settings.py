@@ -52,6 +52,8 @@ def test_plaintext_has_no_credentials():
     ({"CORRIDOR_SASL_PASSWORD_FILE": "/nope/pw"}, "CORRIDOR_SASL_PASSWORD_FILE=/nope/pw: cannot read it"),
     ({"CORRIDOR_PROFILE": "tansu"}, "profile must be one of kafka, embedded"),
     ({"CORRIDOR_STANDBY_REPLICAS": "-1"}, "standby_replicas must be >= 0, not -1"),
+    ({"CORRIDOR_GC_THRESHOLDS": "700,10"}, "gc_thresholds must be three positive integers"),
+    ({"CORRIDOR_GC_THRESHOLDS": "700,0,x"}, "gc_thresholds must be three positive integers"),
 ])
 def test_bad_settings_say_what_is_wrong(env, message):
     with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
@@ -62,3 +64,9 @@ def test_standby_replicas_reach_faust():
     from streams.app import faust_settings
     assert faust_settings(Settings())["table_standby_replicas"] == 1
     assert faust_settings(Settings.from_env({"CORRIDOR_STANDBY_REPLICAS": "0"}))["table_standby_replicas"] == 0
+
+
+def test_gc_thresholds_default_to_rare_full_collections_or_pythons_own():
+    assert Settings().gc_threshold_values == (10000, 50, 1000)
+    assert Settings.from_env({"CORRIDOR_GC_THRESHOLDS": "python"}).gc_threshold_values is None
+    assert Settings.from_env({"CORRIDOR_GC_THRESHOLDS": "700,10,10"}).gc_threshold_values == (700, 10, 10)
