@@ -1,12 +1,14 @@
-"""Run-time fixes to faust-streaming 0.15.3 / aiokafka 0.14 internals, applied by `create_app`.
+"""Run-time changes to faust-streaming 0.15.3 / aiokafka 0.14 internals, applied by `create_app`.
 
-Three kinds: workarounds for the embedded broker (Tansu, docs/broker.md), applied in the embedded
+Four kinds: workarounds for the embedded broker (Tansu, docs/broker.md), applied in the embedded
 profile only; fixes for Faust bugs that lose messages after a crash (docs/semantics.md
-"Crashes"), applied in every profile; and the hook that sends the tables' written-behind
-changelogs before each commit (streams.app.Utf8KeyTable), in every profile, ending them with
-markers in the embedded profile. Each names the internals it replaces: re-check them when
-faust-streaming or aiokafka is upgraded; tests/e2e/test_crash.py and test_retention.py fail if
-the crash fixes or the hook stop working, test_pipeline.py if the markers do.
+"Crashes"), applied in every profile; the hook that sends the tables' written-behind changelogs
+before each commit (streams.app.Utf8KeyTable), in every profile, ending them with markers in the
+embedded profile; and the fetcher loop without a task per message (docs/performance.md), in
+every profile. Each names the internals it replaces: re-check them when faust-streaming or
+aiokafka is upgraded. tests/e2e/test_crash.py and test_retention.py fail if the crash fixes or
+the hook stop working, test_pipeline.py if the markers do; tests/unit/test_resume.py covers how
+a suspended delivery is finished, and every e2e test goes through the fetcher loop.
 """
 from __future__ import annotations
 
