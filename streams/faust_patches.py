@@ -4,11 +4,13 @@ Four kinds: workarounds for the embedded broker (Tansu, docs/broker.md), applied
 profile only; fixes for Faust bugs that lose messages after a crash (docs/semantics.md
 "Crashes"), applied in every profile; the hook that sends the tables' written-behind changelogs
 before each commit (streams.app.Utf8KeyTable), in every profile, ending them with markers in the
-embedded profile; and the fetcher loop without a task per message (docs/performance.md), in
-every profile. Each names the internals it replaces: re-check them when faust-streaming or
+embedded profile; and two changes to how messages reach the agents (docs/performance.md), in
+every profile: the fetcher loop without a task per message, and stream iteration that yields to
+the event loop once per STREAM_YIELD_EVERY events rather than once per event. Each names the internals it replaces: re-check them when faust-streaming or
 aiokafka is upgraded. tests/e2e/test_crash.py and test_retention.py fail if the crash fixes or
 the hook stop working, test_pipeline.py if the markers do; tests/unit/test_resume.py covers how
-a suspended delivery is finished, and every e2e test goes through the fetcher loop.
+a suspended delivery is finished, tests/unit/test_stream_yield.py how often a stream yields, and
+every e2e test goes through both.
 """
 from __future__ import annotations
 
@@ -383,17 +385,22 @@ def _stream_yield_patch(every: int = STREAM_YIELD_EVERY) -> None:
         return
     if getattr(cstreams, "_corridor_yield_patched", False):
         return
-    real_sleep = asyncio.sleep
+    cstreams.sleep = yielding_every(every)
+    cstreams._corridor_yield_patched = True
+
+
+def yielding_every(every: int, sleep=asyncio.sleep):
+    """An `asyncio.sleep` whose zero-delay calls yield to the event loop only every `every`-th
+    time (returning at once otherwise); other delays sleep as usual."""
     count = 0
 
-    async def sleep(delay, result=None):
+    async def _sleep(delay, result=None):
         nonlocal count
         if delay <= 0:
             count += 1
             if count < every:
                 return result
             count = 0
-        return await real_sleep(delay, result)
+        return await sleep(delay, result)
 
-    cstreams.sleep = sleep
-    cstreams._corridor_yield_patched = True
+    return _sleep
