@@ -274,6 +274,7 @@ class Pipeline:
         #: its stragglers arrive, while a topic that is caught up (or silent) holds nothing back.
         self._topic_clock: dict[tuple[str, int], float] = {}
         self._topic_seen: dict[tuple[str, int], float] = {}      # wall time of the last event
+        self._side_keys: dict[tuple[int, str], list] = {}    # (partition, side) -> its clock keys
         self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
@@ -355,6 +356,7 @@ class Pipeline:
             self._clock.pop(p, None)
             self.open_index.pop(p, None)
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
+        self._side_keys.clear()
         self.timeline_expiry.forget(gone)
         self.order_expiry.forget(gone)
 
@@ -367,13 +369,17 @@ class Pipeline:
         other's stragglers arrive, while a topic that fell silent stops holding expiry back.
         The sides are kept apart: the orders topic runs ahead of the shipments that link to it.
         """
-        topics = self.side_topics[side]
+        keys = self._side_keys.get((partition, side))
+        if keys is None:
+            topics = self.side_topics[side]
+            keys = self._side_keys[partition, side] = [
+                tp for tp in self._topic_clock if tp[1] == partition and tp[0] in topics]
         ends, read = self.app.monitor.tp_end_offsets, self.app.monitor.tp_read_offsets
         wall = time.monotonic()
         active, latest = None, None
-        for tp, t in self._topic_clock.items():
-            if tp[1] != partition or tp[0] not in topics:
-                continue
+        clock = self._topic_clock
+        for tp in keys:
+            t = clock[tp]
             latest = t if latest is None else max(latest, t)
             end, last = ends.get(tp), read.get(tp)
             backlog = end is not None and last is not None and end > last + 1
@@ -443,6 +449,16 @@ class Pipeline:
                              monitor.tp_committed_offsets.get(tp)))
         return rows, len(self.owned_partitions())
 
+    # ---- the join topics ----------------------------------------------------------------------
+    async def send_internal(self, topic: str, key: str, value: bytes) -> None:
+        """Send one record to an internal join topic, straight to the producer (aiokafka): no
+        faust FutureMessage, publish step or per-record sensor calls. The key's bytes pick the
+        partition, as they do for the producers' input records. The producer is flushed before
+        every offset commit, so the record is on the broker before the offset of the event that
+        caused it. A record the broker refuses is logged, as faust logs it."""
+        fut = await self.app.producer.send(topic, key.encode(), value, None, None, None)
+        fut.add_done_callback(_log_send_error)
+
     # ---- errors -------------------------------------------------------------------------------
     async def reject(self, message, err: Rejected) -> None:
         topic = message.topic
@@ -486,7 +502,10 @@ class Pipeline:
     def note_time(self, topic: str, partition: int, event_time: float) -> None:
         key = (topic, partition)
         self._topic_seen[key] = time.monotonic()
-        if event_time > self._topic_clock.get(key, float("-inf")):
+        old = self._topic_clock.get(key)
+        if old is None:
+            self._side_keys.clear()        # a new topic partition: the lists are rebuilt on use
+        if old is None or event_time > old:
             self._topic_clock[key] = event_time
 
     def persist_clock(self) -> bool:
@@ -504,6 +523,11 @@ class Pipeline:
                 self.clock[key] = t
                 wrote = True
         return wrote
+
+
+def _log_send_error(fut) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("sending to an internal join topic failed: %r", fut.exception())
 
 
 def _now_iso() -> str:
@@ -527,8 +551,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     in_orders = topic(settings.topic_orders)
     in_shipments = topic(settings.topic_shipments)
     in_customs = topic(settings.topic_customs)
-    links = topic(settings.topic_order_links, internal=True)
-    forwarded = topic(settings.topic_shipment_orders, internal=True)
+    # Declared (Faust creates internal topics with the app's partition count); sent to by name.
+    links = topic(settings.topic_order_links, internal=True).get_topic_name()
+    forwarded = topic(settings.topic_shipment_orders, internal=True).get_topic_name()
+    send = pipe.send_internal
     pipe.dlq = {name: topic(dlq_name(name)) for name in settings.input_topics.values()}
 
     def table(name: str):
@@ -598,7 +624,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if mark is not None:
                 pipe.order_expiry.expire(msg.partition, mark)
             for sid, oev in res.forwards:
-                await forwarded.send(key=sid, value=orjson.dumps({**oev, "shipment_id": sid}))
+                await send(forwarded, sid, orjson.dumps({**oev, "shipment_id": sid}))
 
     @app.agent(app.topic(settings.topic_shipments, settings.topic_customs,
                          settings.topic_shipment_orders, key_type=bytes, value_type=bytes,
@@ -633,7 +659,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 if redo:
                     _add_observations(pipe, msg, redo)
                 for oid in res.new_order_ids:       # resent: see timeline.apply
-                    await links.send(key=oid, value=orjson.dumps(
+                    await send(links, oid, orjson.dumps(
                         {"order_id": oid, "shipment_id": sid, "at": res.state["last"]}))
                 continue
             if kind != "forwarded":
@@ -654,7 +680,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if mark is not None:
                 pipe.timeline_expiry.expire(msg.partition, mark)
             for oid in res.new_order_ids:
-                await links.send(key=oid, value=orjson.dumps(
+                await send(links, oid, orjson.dumps(
                     {"order_id": oid, "shipment_id": sid, "at": res.state["last"]}))
 
     _ = (in_orders, in_shipments, in_customs)   # declared so Faust knows their partition counts

@@ -197,10 +197,16 @@ def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
     return result
 
 
+def _time_of(item: list) -> float:
+    return item[0]
+
+
 def _record(state: dict, item: list, max_events: int) -> None:
     events = state["ev"]
-    keys = [e[0] for e in events]
-    events.insert(bisect.bisect_right(keys, item[0]), item)
+    if not events or events[-1][0] <= item[0]:      # in time order: the usual case
+        events.append(item)
+    else:
+        events.insert(bisect.bisect_right(events, item[0], key=_time_of), item)
     if len(events) > max_events:
         # Drop the oldest event that is not a milestone or an end: the stage breakdown must stay.
         for i, e in enumerate(events):
