@@ -5,6 +5,7 @@ Sections (each on a fresh embedded broker, workers cold, the same fixed-seed sim
   1w       corridor, 1 worker: events/s from ready until every event and join hop is processed
            (benchmarks/pipeline.py), cold events/s from process spawn, peak RSS
   2w       corridor, 2 workers started together: the same, and the ratio to 1 worker
+  2w0      the same with CORRIDOR_STANDBY_REPLICAS=0 (no standby copies: 1 worker's work per event)
   floor    a hand-written aiokafka consumer feeding streams.domain.engine.Engine with orjson-decoded
            events (benchmarks/floor.py), also with corridor's contract decoder; our ratio to it
   quix     the same job as a Quix Streams application with the tuned settings (benchmarks/quix.py);
@@ -47,7 +48,7 @@ import scaling  # noqa: E402
 from common import (ROOT, git_rev, loadavg, machine, package_versions, produce,  # noqa: E402
                     snapshot_source, spread, start_broker, workload)
 
-SECTIONS = ("1w", "2w", "floor", "quix", "latency", "scaling", "rocksdb", "profile")
+SECTIONS = ("1w", "2w", "2w0", "floor", "quix", "latency", "scaling", "rocksdb", "profile")
 DOC = ROOT / "docs" / "performance.md"
 RESULTS = HERE / "results.json"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -60,11 +61,11 @@ def log(msg: str) -> None:
 
 # ---- sections ------------------------------------------------------------------------------------
 def corridor_runs(events, args, logdir, n_workers: int, store: str = "memory://",
-                  shim: bool = False) -> list[dict]:
+                  shim: bool = False, env: dict | None = None) -> list[dict]:
     out = []
     for i in range(args.runs):
         r = pipeline.one_run(events, n_workers, args.partitions, logdir, store=store, shim=shim,
-                             env=args.worker_env)
+                             env={**args.worker_env, **(env or {})})
         out.append(r)
         log(f"  run {i + 1}/{args.runs}: {r['events_per_s']:.0f} ev/s from ready "
             f"({r['seconds']:.1f} s), {r['cold_events_per_s']:.0f} from spawn, peak RSS "
@@ -208,6 +209,16 @@ def table(res: dict) -> str:
                     f" MiB | {span(two['rss'])} | |")
     elif "error" in sec.get("2w", {}):
         rows.append(f"| 2 | corridor, 2 workers | failed | | {cell(sec['2w']['error'])} |")
+    two0 = sec.get("2w0", {}).get("stats")
+    if two0:
+        ratio = two0["eps"]["median"] / one["eps"]["median"] if one else None
+        rows.append(f"| 2 | corridor, 2 workers without standbys: events/s | **{fmt(two0['eps']['median'])}**"
+                    f" | {span(two0['eps'])} | **{fmt(ratio, 2)}×** 1 worker; "
+                    f"`CORRIDOR_STANDBY_REPLICAS=0`: the same work per event as 1 worker, which has no "
+                    f"peer to stand by for; CPU {fmt(two0['cpu']['median'])} µs/event (both), peak RSS "
+                    f"{fmt(two0['rss']['median'])} MiB |")
+    elif "error" in sec.get("2w0", {}):
+        rows.append(f"| 2 | corridor, 2 workers without standbys | failed | | {cell(sec['2w0']['error'])} |")
     if floor:
         ratio = one["eps"]["median"] / floor["plain"]["median"] if one else None
         rows.append(f"| 3 | floor: aiokafka + `Engine`, orjson: events/s | **{fmt(floor['plain']['median'])}**"
@@ -411,6 +422,10 @@ def main() -> int:
         runs = corridor_runs(events, args, logdir, 2)
         return {"runs": runs, "stats": stats_of(runs)}
 
+    def two_workers_no_standby():
+        runs = corridor_runs(events, args, logdir, 2, env={"CORRIDOR_STANDBY_REPLICAS": "0"})
+        return {"runs": runs, "stats": stats_of(runs)}
+
     def floor():
         out = floor_runs(events, args)
         return {"runs": out, "stats": {
@@ -476,6 +491,7 @@ def main() -> int:
     section("floor", floor)
     section("quix", quix_tuned)
     section("2w", two_workers)
+    section("2w0", two_workers_no_standby)
     section("latency", lat)
     section("scaling", scale)
     section("rocksdb", lambda: (lambda o: {**o, "stats": stats_of(o["runs"])} if o.get("runs") else o)(
