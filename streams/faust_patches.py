@@ -34,6 +34,10 @@ def apply(embedded: bool) -> None:
 END_MARKER_KEY = b'"\\u0000corridor-end-of-flush"'
 
 
+#: Changelog records sent between two yields to the event loop while a commit writes them.
+SEND_YIELD_EVERY = 256
+
+
 async def write_changelogs(app, send, flush) -> list[int]:
     """Send the pending changelog records of the write-behind tables (streams.app.Utf8KeyTable).
 
@@ -53,8 +57,10 @@ async def write_changelogs(app, send, flush) -> list[int]:
             if r != rank or not records:
                 continue
             topic = table.changelog_topic.get_topic_name()
-            for partition, key, value in records:
+            for i, (partition, key, value) in enumerate(records, 1):
                 sent[table, partition] = await send(topic, key, value, partition, None, None)
+                if i % SEND_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)     # let the streams run: a commit may send thousands
         await flush()
         for (table, partition), fut in sent.items():
             table.on_changelog_written(partition, (await fut).offset)
