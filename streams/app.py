@@ -16,6 +16,7 @@ The per-corridor totals are keyed by source partition, so each partition's total
 """
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import time
@@ -72,13 +73,22 @@ class Expiry:
         if heap is not None and t is not None:
             heapq.heappush(heap, (t, key))
 
-    def expire(self, partition: int, now: float) -> int:
+    def _heap(self, partition: int) -> list:
         heap = self._heaps.get(partition)
         if heap is None:
             heap = self._heaps[partition] = [
                 (t, key) for key, st in self.table.items()
                 if st.get("p") == partition and (t := self.expires_at(st)) is not None]
             heapq.heapify(heap)
+        return heap
+
+    def due(self, partition: int) -> float | None:
+        """The earliest time at which a key of the partition may be forgotten (None: none may)."""
+        heap = self._heap(partition)
+        return heap[0][0] if heap else None
+
+    def expire(self, partition: int, now: float) -> int:
+        heap = self._heap(partition)
         n = 0
         while heap and heap[0][0] < now:
             t, key = heapq.heappop(heap)
@@ -297,6 +307,10 @@ class Pipeline:
         self._topic_clock: dict[tuple[str, int], float] = {}
         self._topic_seen: dict[tuple[str, int], float] = {}      # wall time of the last event
         self._side_keys: dict[tuple[int, str], list] = {}    # (partition, side) -> its clock keys
+        self._side_of = {t: side for side, topics in self.side_topics.items() for t in topics}
+        #: (partition, side) -> latest event time read on the side's topics there: a bound on the
+        #: side's watermark, so an event that cannot expire anything skips computing it.
+        self._side_latest: dict[tuple[int, str], float] = {}
         self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
@@ -379,6 +393,7 @@ class Pipeline:
             self.open_index.pop(p, None)
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
         self._side_keys.clear()
+        self._side_latest = {k: v for k, v in self._side_latest.items() if k[0] not in gone}
         self.timeline_expiry.forget(gone)
         self.order_expiry.forget(gone)
 
@@ -529,6 +544,16 @@ class Pipeline:
             self._side_keys.clear()        # a new topic partition: the lists are rebuilt on use
         if old is None or event_time > old:
             self._topic_clock[key] = event_time
+            side = self._side_of.get(topic)
+            if side is not None and event_time > self._side_latest.get((partition, side), float("-inf")):
+                self._side_latest[partition, side] = event_time
+
+    def may_expire(self, expiry: Expiry, partition: int, side: str) -> bool:
+        """Could the side's watermark have passed the partition's earliest expiry? (The watermark
+        is at most the latest event time read on the side's topics.)"""
+        due = expiry.due(partition)
+        latest = self._side_latest.get((partition, side))
+        return due is not None and latest is not None and due < latest
 
     def persist_clock(self) -> bool:
         """Share this worker's partition clocks with every worker (the global `clock` table);
@@ -562,6 +587,11 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     faust_patches.apply(embedded=settings.profile == "embedded")
     app = faust.App(settings.app_id, **faust_settings(settings))
     app.corridor_end_markers = settings.profile == "embedded"
+    # RocksDB store: the agents hold still while a commit writes the changelogs (docs/semantics.md
+    # "Crashes"), so that the store never runs ahead of a changelog tail that recovery replays.
+    app.corridor_flush_gate = asyncio.Event() if settings.store.startswith("rocksdb") else None
+    if app.corridor_flush_gate is not None:
+        app.corridor_flush_gate.set()
     pipe = Pipeline(settings, policy)
     pipe.app = app
     app.corridor = pipe
@@ -604,6 +634,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                                  use_partitioner=True, key_type=str, value_type=float,
                                  store="memory://clock")
     counters = pipe.counters
+    gate = app.corridor_flush_gate
 
     def decode(kind: str, message):
         """The contract event, or None after dead-lettering it."""
@@ -616,6 +647,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                name="join_orders")
     async def join_orders(stream):
         async for event in stream.events():
+            if gate is not None and not gate.is_set():
+                await gate.wait()
             msg = event.message
             if msg.topic == settings.topic_order_links:
                 link = orjson.loads(msg.value)
@@ -641,10 +674,11 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             pipe.order_expiry.note(msg.partition, oid, res.state)
             # An order may be forgotten only once every shipments partition is past it (a link to
             # it can come from any of them) and the links already sent to it have been read.
-            marks = [pipe.global_watermark(), pipe.watermark(msg.partition, "orders")]
-            mark = None if None in marks else min(marks)
-            if mark is not None:
-                pipe.order_expiry.expire(msg.partition, mark)
+            if pipe.may_expire(pipe.order_expiry, msg.partition, "orders"):
+                marks = [pipe.global_watermark(), pipe.watermark(msg.partition, "orders")]
+                mark = None if None in marks else min(marks)
+                if mark is not None:
+                    pipe.order_expiry.expire(msg.partition, mark)
             for sid, oev in res.forwards:
                 await send(forwarded, sid, orjson.dumps({**oev, "shipment_id": sid}))
 
@@ -654,6 +688,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                name="timelines")
     async def timelines(stream):
         async for event in stream.events():
+            if gate is not None and not gate.is_set():
+                await gate.wait()
             msg = event.message
             kind = pipe.kind_of[msg.topic]
             if kind == "forwarded":
@@ -698,9 +734,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             pipe.note_open(msg.partition, sid, res.state)
             pipe.advance_clock(msg.topic, msg.partition, res.event_time, res.state["last"])
             pipe.timeline_expiry.note(msg.partition, sid, res.state)
-            mark = pipe.watermark(msg.partition)
-            if mark is not None:
-                pipe.timeline_expiry.expire(msg.partition, mark)
+            if pipe.may_expire(pipe.timeline_expiry, msg.partition, "shipments"):
+                mark = pipe.watermark(msg.partition)
+                if mark is not None:
+                    pipe.timeline_expiry.expire(msg.partition, mark)
             for oid in res.new_order_ids:
                 await send(links, oid, orjson.dumps(
                     {"order_id": oid, "shipment_id": sid, "at": res.state["last"]}))

@@ -27,6 +27,7 @@ def apply(embedded: bool) -> None:
     _write_behind_flush_patch()
     _eager_delivery_patch()
     _stream_yield_patch()
+    _producer_buffer_ebb_patch()
 
 
 #: Key of the end-of-flush markers: valid JSON and valid UTF-8, so every table's key codec reads
@@ -47,7 +48,23 @@ async def write_changelogs(app, send, flush) -> list[int]:
     per-record FutureMessage and ProducerBuffer) and acknowledged (`await flush()`) before the
     next. Each table then learns the last offset written per partition (the RocksDB store keeps
     it to skip that part of the changelog on recovery). Returns the ranks that had records.
+
+    An app with a `corridor_flush_gate` (the RocksDB store) has it closed from the take until the
+    last rank is acknowledged, and its agents wait at it: the store, which keeps every write at
+    once, then holds the values of the take instant whenever a crash can leave a tail of these
+    records unacknowledged for recovery to replay over it (docs/semantics.md "Crashes").
     """
+    gate = getattr(app, "corridor_flush_gate", None)
+    if gate is not None:
+        gate.clear()         # the agents wait until every rank is acknowledged (see streams.app)
+    try:
+        return await _write_ranks(app, send, flush)
+    finally:
+        if gate is not None:
+            gate.set()
+
+
+async def _write_ranks(app, send, flush) -> list[int]:
     taken = [(t.flush_rank, t, t.take_changelog())
              for t in app.tables.values() if hasattr(t, "take_changelog")]
     ranks = sorted({rank for rank, _t, records in taken if records})
@@ -60,7 +77,7 @@ async def write_changelogs(app, send, flush) -> list[int]:
             for i, (partition, key, value) in enumerate(records, 1):
                 sent[table, partition] = await send(topic, key, value, partition, None, None)
                 if i % SEND_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)     # let the streams run: a commit may send thousands
+                    await asyncio.sleep(0)     # a commit may send thousands: let the loop turn
         await flush()
         for (table, partition), fut in sent.items():
             table.on_changelog_written(partition, (await fut).offset)
@@ -411,3 +428,25 @@ def yielding_every(every: int, sleep=asyncio.sleep):
         return await sleep(delay, result)
 
     return _sleep
+
+
+def _producer_buffer_ebb_patch() -> None:
+    """faust's conductor awaits `ProducerBuffer.wait_until_ebb()` before handing each message to
+    the streams, and the buffer's `size` reads the `producer_threaded` setting through faust's
+    settings registry every time (about 3 % of a worker's busy time). corridor sends nothing
+    through that buffer on the hot path (changelogs and join records go to the producer directly),
+    so the answer is almost always "empty". Here the setting is read once per buffer; the size
+    and the wait are otherwise faust-streaming 0.15.3's."""
+    from faust.transport.producer import ProducerBuffer
+    if getattr(ProducerBuffer, "_corridor_ebb_patched", False):
+        return
+    size = ProducerBuffer.size.fget
+
+    def _size(self) -> int:
+        threaded = self.__dict__.get("_corridor_threaded")
+        if threaded is None:
+            threaded = self.__dict__["_corridor_threaded"] = bool(self.app.conf.producer_threaded)
+        return size(self) if threaded else len(self.pending._queue)
+
+    ProducerBuffer.size = property(_size)
+    ProducerBuffer._corridor_ebb_patched = True

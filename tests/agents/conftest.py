@@ -213,8 +213,8 @@ def worker(tmp_path):
 
     @asynccontextmanager
     async def start(**overrides):
-        settings = Settings(app_id=f"corridor-agents-{next(_app_ids)}", store="memory://",
-                            data_dir=str(tmp_path / "data"), **overrides)
+        settings = Settings(**{"app_id": f"corridor-agents-{next(_app_ids)}", "store": "memory://",
+                               "data_dir": str(tmp_path / "data"), **overrides})
         app = create_app(settings, SlaPolicy.load())
         app.finalize()
         app.conf.store = "memory://"
