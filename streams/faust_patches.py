@@ -4,14 +4,15 @@ Four kinds: workarounds for the embedded broker (Tansu, docs/broker.md), applied
 profile only; fixes for Faust bugs that lose messages after a crash (docs/semantics.md
 "Crashes"), applied in every profile; the hook that sends the tables' written-behind changelogs
 before each commit (streams.app.Utf8KeyTable), in every profile, ending them with markers in the
-embedded profile; and two changes to how messages reach the agents (docs/performance.md), in
-every profile: the fetcher loop without a task per message, and stream iteration that yields to
-the event loop once per STREAM_YIELD_EVERY events rather than once per event. Each names the
-internals it replaces: re-check them when faust-streaming or aiokafka is upgraded.
-tests/e2e/test_crash.py and test_retention.py fail if the crash fixes or the hook stop working,
-test_pipeline.py if the markers do; tests/unit/test_resume.py covers how a suspended delivery is
-finished, tests/unit/test_stream_yield.py how often a stream yields, and every e2e test goes
-through both.
+embedded profile; and three changes to how messages reach the agents (docs/performance.md), in
+every profile: the fetcher loop without a task per message, stream iteration that yields to the
+event loop once per STREAM_YIELD_EVERY events rather than once per event, and the producer
+buffer's size read without a settings lookup per message. Each names the internals it replaces:
+re-check them when faust-streaming or aiokafka is upgraded. tests/e2e/test_crash.py and
+test_retention.py fail if the crash fixes or the hook stop working, test_pipeline.py if the
+markers do; tests/unit/test_resume.py covers how a suspended delivery is finished,
+test_stream_yield.py how often a stream yields, test_producer_buffer.py the buffer's size, and
+every e2e test goes through all three.
 """
 from __future__ import annotations
 
