@@ -84,7 +84,7 @@ CATEGORIES = (
     ("· of which contract decoding (`Decoder.decode`)", ("Decoder.decode",)),
     ("· of which the domain (`timeline.apply`, `orders.apply_*`)",
      ("apply (streams/domain/timeline", "apply_order_event", "apply_link")),
-    ("· of which sends to the internal join topics", ("Topic.send (",)),
+    ("· of which sends to the internal join topics", ("Pipeline.send_internal", "Topic.send (")),
     ("aiokafka's sender: building and writing produce requests (one per record batch)",
      ("Sender.", "SendProduceReqHandler.")),
     ("faust's ProducerBuffer: pushing buffered changelog records to aiokafka",
