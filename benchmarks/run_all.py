@@ -20,7 +20,7 @@ Sections (each on a fresh embedded broker, workers cold, the same fixed-seed sim
 Medians over --runs with the min-max spread. Writes benchmarks/results.json and the table into
 docs/performance.md (between the bench markers); prints the table.
 
-    python benchmarks/run_all.py                       # defaults: ~25 min on 2 cores
+    python benchmarks/run_all.py                       # defaults: ~15 min on 2 cores
     python benchmarks/run_all.py --shipments 20000 --scale-sizes 10000,100000,1000000 --profile
     python benchmarks/run_all.py --only floor,latency --runs 1
 """
