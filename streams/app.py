@@ -129,7 +129,8 @@ class _OrJson(codecs.Codec):
         return orjson.loads(s)
 
 
-codecs.register("orjson", _OrJson())
+_ORJSON = _OrJson()
+codecs.register("orjson", _ORJSON)
 
 
 _DELETED = object()
@@ -180,11 +181,11 @@ class Utf8KeyTable(faust.Table):
         pending, self._pending_changelog = self._pending_changelog, {}
         key_serializer, value_serializer = self.key_serializer, self.value_serializer
         if key_serializer == "utf8" and value_serializer == "orjson":
-            # What faust's Registry would call, without its per-record dispatch: a quarter of
-            # the time, and this runs in one go at a commit, so the event loop waits for it.
-            dumps, option = orjson.dumps, orjson.OPT_NON_STR_KEYS
-            return [(partition, key.encode(),
-                     None if value is _DELETED else dumps(value, option=option))
+            # The codecs faust's Registry would call (_Utf8, _OrJson), without its per-record
+            # dispatch: a quarter of the time, and this runs in one go at a commit, so the event
+            # loop waits for it.
+            dumps = _ORJSON._dumps
+            return [(partition, key.encode(), None if value is _DELETED else dumps(value))
                     for key, (partition, value) in pending.items()]
         topic = self.changelog_topic
         return [(partition, topic.prepare_key(key, key_serializer)[0],
@@ -307,10 +308,6 @@ class Pipeline:
         self._topic_clock: dict[tuple[str, int], float] = {}
         self._topic_seen: dict[tuple[str, int], float] = {}      # wall time of the last event
         self._side_keys: dict[tuple[int, str], list] = {}    # (partition, side) -> its clock keys
-        self._side_of = {t: side for side, topics in self.side_topics.items() for t in topics}
-        #: (partition, side) -> latest event time read on the side's topics there: a bound on the
-        #: side's watermark, so an event that cannot expire anything skips computing it.
-        self._side_latest: dict[tuple[int, str], float] = {}
         self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
@@ -393,7 +390,6 @@ class Pipeline:
             self.open_index.pop(p, None)
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
         self._side_keys.clear()
-        self._side_latest = {k: v for k, v in self._side_latest.items() if k[0] not in gone}
         self.timeline_expiry.forget(gone)
         self.order_expiry.forget(gone)
 
@@ -406,11 +402,7 @@ class Pipeline:
         other's stragglers arrive, while a topic that fell silent stops holding expiry back.
         The sides are kept apart: the orders topic runs ahead of the shipments that link to it.
         """
-        keys = self._side_keys.get((partition, side))
-        if keys is None:
-            topics = self.side_topics[side]
-            keys = self._side_keys[partition, side] = [
-                tp for tp in self._topic_clock if tp[1] == partition and tp[0] in topics]
+        keys = self._clock_keys(partition, side)
         ends, read = self.app.monitor.tp_end_offsets, self.app.monitor.tp_read_offsets
         wall = time.monotonic()
         active, latest = None, None
@@ -423,6 +415,15 @@ class Pipeline:
             if backlog or wall - self._topic_seen.get(tp, 0.0) < TOPIC_IDLE_SECONDS:
                 active = t if active is None else min(active, t)
         return active if active is not None else latest
+
+    def _clock_keys(self, partition: int, side: str) -> list:
+        """The `_topic_clock` keys of the side's topics on the partition."""
+        keys = self._side_keys.get((partition, side))
+        if keys is None:
+            topics = self.side_topics[side]
+            keys = self._side_keys[partition, side] = [
+                tp for tp in self._topic_clock if tp[1] == partition and tp[0] in topics]
+        return keys
 
     def global_watermark(self) -> float | None:
         """Event time that every partition has reached (shared through the clock table); None
@@ -544,16 +545,15 @@ class Pipeline:
             self._side_keys.clear()        # a new topic partition: the lists are rebuilt on use
         if old is None or event_time > old:
             self._topic_clock[key] = event_time
-            side = self._side_of.get(topic)
-            if side is not None and event_time > self._side_latest.get((partition, side), float("-inf")):
-                self._side_latest[partition, side] = event_time
 
     def may_expire(self, expiry: Expiry, partition: int, side: str) -> bool:
         """Could the side's watermark have passed the partition's earliest expiry? (The watermark
         is at most the latest event time read on the side's topics.)"""
         due = expiry.due(partition)
-        latest = self._side_latest.get((partition, side))
-        return due is not None and latest is not None and due < latest
+        if due is None:
+            return False
+        clock = self._topic_clock
+        return any(due < clock[tp] for tp in self._clock_keys(partition, side))
 
     def persist_clock(self) -> bool:
         """Share this worker's partition clocks with every worker (the global `clock` table);
@@ -596,16 +596,14 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     pipe.app = app
     app.corridor = pipe
 
-    def topic(name: str, internal: bool = False):
+    def topic(name: str):
         return app.topic(name, key_type=str, value_type=bytes, key_serializer="utf8",
-                         value_serializer="raw", partitions=settings.partitions, internal=internal)
+                         value_serializer="raw", partitions=settings.partitions)
 
     in_orders = topic(settings.topic_orders)
     in_shipments = topic(settings.topic_shipments)
     in_customs = topic(settings.topic_customs)
-    # Declared (Faust creates internal topics with the app's partition count); sent to by name.
-    links = topic(settings.topic_order_links, internal=True).get_topic_name()
-    forwarded = topic(settings.topic_shipment_orders, internal=True).get_topic_name()
+    links, forwarded = settings.topic_order_links, settings.topic_shipment_orders
     send = pipe.send_internal
     pipe.dlq = {name: topic(dlq_name(name)) for name in settings.input_topics.values()}
 
