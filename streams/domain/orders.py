@@ -51,12 +51,26 @@ def apply_order_event(state: dict | None, event: dict) -> OrderApplied:
 
 def expires_at(state: dict, retention: float) -> float | None:
     """An order is forgotten a retention after its last event or link; an order that no shipment
-    has named yet (nor cancelled) is kept four retentions: parcels can wait that long for stock."""
+    has named yet (nor cancelled) is kept four retentions: parcels can wait that long for stock;
+    so is a link whose order has not been read: the order's feed may lag the shipments'."""
     if state.get("t") is None:
         return None
     shipped = bool(state["shipments"]) or any(
         e["event_type"] == "order_cancelled" for e in state["events"])
-    return state["t"] + (retention if shipped else 4 * retention)
+    return state["t"] + (retention if shipped and state["events"] else 4 * retention)
+
+
+def expiry_reason(state: dict) -> str:
+    """Why an order that `expires_at` let go was forgotten (the `reason` label of
+    corridor_state_expired_total): `shipped` (linked or cancelled, a retention after its last
+    event or link), `never_shipped` (no shipment named it in four retentions) or
+    `order_never_arrived` (shipments named it, but no event of the order itself was read: those
+    shipments wait for it, corridor_shipments_awaiting_order)."""
+    if not state["events"]:
+        return "order_never_arrived"
+    shipped = bool(state["shipments"]) or any(
+        e["event_type"] == "order_cancelled" for e in state["events"])
+    return "shipped" if shipped else "never_shipped"
 
 
 def apply_link(state: dict | None, order_id: str, shipment_id: str,

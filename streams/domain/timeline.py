@@ -123,6 +123,21 @@ def expires_at(state: dict, retention: float) -> float | None:
     return state["end"][1] + retention
 
 
+def expiry_reason(state: dict) -> str:
+    """Why a shipment that `expires_at` let go was forgotten (the `reason` label of
+    corridor_state_expired_total): `ended` (observed, a retention after its end) or
+    `order_facts_only` (an order forwarded to a shipment that had already been forgotten)."""
+    return "ended" if state["end"] is not None else "order_facts_only"
+
+
+def awaiting_order(state: dict) -> bool:
+    """A parcel (shipment or customs events applied) whose primary order is not known: it cannot
+    be attributed to its corridor's SLA and, if it has ended, is not counted until the order
+    arrives (corridor_shipments_awaiting_order)."""
+    return not state["observed"] and primary_order(state) is None and has_parcel_events(state) \
+        and not (state["end"] is not None and state["end"][0] == "cancelled")
+
+
 def current_stage(state: dict) -> tuple[str, float] | None:
     """(stage, since) for an open shipment: its latest milestone; fulfilment from its first event if none."""
     if state["end"] is not None or not has_parcel_events(state):
