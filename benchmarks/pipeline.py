@@ -19,8 +19,19 @@ the end, shipments delivered and events applied/duplicate/rejected, and the work
 processes compete for the cores (sanity figures; the floor's
 Engine gives the reference delivered count). A figure, not a test: nothing here asserts a time.
 
+Figures check: every run's final figures, summed over the workers and their `partition` label,
+are compared with an independent count of the workload (benchmarks/oracle.py: plain Python over
+the produced messages, no streams.domain): delivered, delivered on time and transit seconds (sum)
+per corridor and service level. A run whose figures differ is re-scraped for up to
+--figures-wait seconds (a worker that is rebalancing exports no totals for a moment), then printed
+as "figures: exact" or with every mismatching series; the last line counts the exact runs. The
+check runs after the clock has stopped: it does not change the throughput figures.
+
     python benchmarks/pipeline.py [--shipments 20000] [--runs 3] [--workers 1] [--partitions 4]
                                   [--store memory://|rocksdb://] [--faust SETTING=VALUE ...]
+                                  [--rev GIT_REV] [--figures-wait 20]
+
+Exit status 1 when a run's figures are not exact.
 """
 from __future__ import annotations
 
@@ -39,13 +50,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (GroupProgress, cpu_seconds, kill_all, loadavg, parse_overrides,  # noqa: E402
                     poll, produce, rss_mib, start_broker, start_workers, workload)
+import oracle  # noqa: E402
+from exactness import scrape, snapshot, source_label  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 
 WORKER_ENV = {"CORRIDOR_LOG_LEVEL": "warn"}
 
 
 def one_run(events, n_workers: int, partitions: int, logdir: Path, *, store: str = "memory://",
             profile_out: Path | None = None, timeout: float = 1800, shim: bool = False,
-            env: dict | None = None) -> dict:
+            env: dict | None = None, figures_wait: float = 20.0) -> dict:
     """One cold run; returns the figures (see the module docstring)."""
     load_before = loadavg()
     broker = start_broker(partitions)
@@ -87,6 +101,7 @@ def one_run(events, n_workers: int, partitions: int, logdir: Path, *, store: str
         cpu = sum(w.cpu_since_ready() for w in workers)
         broker_cpu = cpu_seconds(broker.pid) - broker_cpu0
         figures = final_figures(workers)
+        figures.update(check_figures(workers, events, figures_wait))
         profile_err = None
         if spy is not None:
             spy.send_signal(signal.SIGINT)          # py-spy writes its output on Ctrl-C
@@ -147,6 +162,56 @@ def final_figures(workers) -> dict:
     return out
 
 
+_ORACLE: dict = {}
+
+
+def expected_figures(events) -> dict:
+    """oracle.count of the workload, computed once per workload list."""
+    key = (id(events), len(events))
+    if key not in _ORACLE:
+        _ORACLE.clear()
+        _ORACLE[key] = oracle.count(events, Settings().input_topics)
+    return _ORACLE[key]
+
+
+def check_figures(workers, events, wait: float = 20.0) -> dict:
+    """The workers' delivered / on-time / transit-sum rows against the independent count:
+    {"figures_exact": bool, "figures_mismatch": [lines], "figures_checked_after_s": s, ...}.
+    Re-scraped every 2 s for up to `wait` seconds while they differ."""
+    expected = expected_figures(events)
+    t0 = time.perf_counter()
+    while True:
+        scrapes = [scrape(w, timeout=600) for w in workers]
+        got = oracle.from_samples(x for s in scrapes if s is not None for x in s)
+        bad = oracle.mismatches(expected["rows"], got)
+        missing = [w.name for w, s in zip(workers, scrapes) if s is None]
+        if missing:
+            bad = [f"worker(s) {', '.join(missing)} did not answer /metrics"] + bad
+        if not bad or time.perf_counter() - t0 >= wait:
+            break
+        time.sleep(2.0)
+    tot = oracle.totals(expected["rows"])
+    return {"figures_exact": not bad, "figures_mismatch": bad,
+            "figures_checked_after_s": time.perf_counter() - t0,
+            "oracle_delivered": tot["delivered"], "oracle_on_time": tot["on_time"],
+            "oracle_transit_sum": tot["transit_sum"], "oracle_series": len(expected["rows"]),
+            "oracle_awaiting_order": expected["awaiting_order"]}
+
+
+def figures_line(r: dict, limit: int | None = None) -> str:
+    """"figures: exact ..." or the mismatching series of one run."""
+    if r.get("figures_exact"):
+        return (f"figures: exact ({r['oracle_delivered']:,} delivered, {r['oracle_on_time']:,} on time, "
+                f"transit {r['oracle_transit_sum']:,.0f} s, {r['oracle_series']} corridor/level rows, "
+                f"as the independent count)")
+    bad = r.get("figures_mismatch", [])
+    shown = bad[:limit] if limit else bad
+    more = f"\n    ... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
+    return (f"figures: {len(bad)} series differ from the independent count (delivered "
+            f"{r.get('delivered', 0):,.0f} of {r.get('oracle_delivered', 0):,}):\n    "
+            + "\n    ".join(shown) + more)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shipments", type=int, default=20000)
@@ -159,10 +224,18 @@ def main() -> int:
                     help="what-if: override a Faust setting of the worker (JSON value, else a "
                     "string), through benchmarks/worker_shim.py; repeatable")
     ap.add_argument("--shim", action="store_true", help="run the worker through worker_shim.py")
+    ap.add_argument("--rev", default=None, metavar="GIT_REV",
+                    help="run the workers on streams/ as committed at this revision (e.g. HEAD), "
+                         "copied at start; default: the working tree, as it is on disk")
+    ap.add_argument("--figures-wait", type=float, default=20.0,
+                    help="seconds to re-scrape figures that differ from the independent count")
     args = ap.parse_args()
     overrides = parse_overrides(args.faust)
     env = {"CORRIDOR_BENCH_FAUST": json.dumps(overrides)} if overrides else {}
     logdir = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
+    if args.rev:
+        snapshot(logdir / "src", args.rev)
+        print(f"code under test: streams/ of {source_label(args.rev)}", flush=True)
     events = workload(args.shipments, args.seed)
     print(f"workload: {args.shipments} shipments, {len(events)} events, {args.partitions} partitions, "
           f"{args.workers} worker(s), store {args.store}, {os.cpu_count()} CPUs; logs in {logdir}"
@@ -170,7 +243,7 @@ def main() -> int:
     results = []
     for i in range(args.runs):
         r = one_run(events, args.workers, args.partitions, logdir, store=args.store, env=env,
-                    shim=args.shim or bool(overrides))
+                    shim=args.shim or bool(overrides), figures_wait=args.figures_wait)
         results.append(r)
         print(f"run {i + 1}: {r['events_per_s']:8.0f} events/s from ready ({r['seconds']:.1f} s; "
               f"{r['cpu_us_per_event']:.0f} us worker CPU/event; "
@@ -178,12 +251,16 @@ def main() -> int:
               f"peak RSS {r['peak_rss_mib']:.0f} MiB  delivered {r['delivered']:.0f}  "
               f"(producer {r['produce_per_s']:.0f} msg/s, load {r['loadavg_before']:.1f}); "
               f"records written per event: {writes_per_event(r)}", flush=True)
+        print(f"  {figures_line(r)}", flush=True)
     rates = [r["events_per_s"] for r in results]
     print(f"median {statistics.median(rates):.0f} events/s  (min {min(rates):.0f}, max {max(rates):.0f},"
           f" {len(rates)} runs); median peak RSS "
           f"{statistics.median(r['peak_rss_mib'] for r in results):.0f} MiB")
+    exact = sum(bool(r.get("figures_exact")) for r in results)
+    print(f"figures: {exact} of {len(results)} runs exact (delivered, on time and transit seconds per "
+          f"corridor and service level against an independent count of the workload)")
     shutil.rmtree(logdir, ignore_errors=True)
-    return 0
+    return 0 if exact == len(results) else 1
 
 
 if __name__ == "__main__":

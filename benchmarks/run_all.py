@@ -17,8 +17,12 @@ Sections (each on a fresh embedded broker, workers cold, the same fixed-seed sim
   rocksdb  section 1w with CORRIDOR_STORE=rocksdb://
   profile  (only with --profile) one 1-worker run under py-spy; summary of the main thread
 
-Medians over --runs with the min-max spread. Writes benchmarks/results.json and the table into
-docs/performance.md (between the bench markers); prints the table.
+Medians over --runs with the min-max spread. Every corridor run (1w, 2w, 2w0, rocksdb) also checks
+its final figures against an independent count of the workload (benchmarks/oracle.py: delivered,
+on time and transit seconds per corridor and service level; pipeline.check_figures): the table
+says how many runs were exact, and the last line counts them over all sections. Writes
+benchmarks/results.json and the table into docs/performance.md (between the bench markers);
+prints the table.
 
     python benchmarks/run_all.py                       # defaults: ~15 min on 2 cores
     python benchmarks/run_all.py --shipments 20000 --scale-sizes 10000,100000,1000000 --profile
@@ -45,8 +49,9 @@ import quix  # noqa: E402
 import pipeline  # noqa: E402
 import pyspy_summary  # noqa: E402
 import scaling  # noqa: E402
+import exactness  # noqa: E402
 from common import (ROOT, git_rev, loadavg, machine, package_versions, produce,  # noqa: E402
-                    snapshot_source, spread, start_broker, workload)
+                    spread, start_broker, workload)
 
 SECTIONS = ("1w", "2w", "2w0", "floor", "quix", "latency", "scaling", "rocksdb", "profile")
 DOC = ROOT / "docs" / "performance.md"
@@ -70,6 +75,7 @@ def corridor_runs(events, args, logdir, n_workers: int, store: str = "memory://"
         log(f"  run {i + 1}/{args.runs}: {r['events_per_s']:.0f} ev/s from ready "
             f"({r['seconds']:.1f} s), {r['cold_events_per_s']:.0f} from spawn, peak RSS "
             f"{r['peak_rss_mib']:.0f} MiB, delivered {r['delivered']:.0f}, load {r['loadavg_before']:.1f}")
+        log(f"    {pipeline.figures_line(r, 20)}")
     return out
 
 
@@ -112,6 +118,7 @@ def rocksdb_runs(events, args, logdir) -> dict:
                              env=args.worker_env, timeout=600)
         out["unpatched"] = "ok"
         log(f"  run 1/{args.runs}: {r['events_per_s']:.0f} ev/s, peak RSS {r['peak_rss_mib']:.0f} MiB")
+        log(f"    {pipeline.figures_line(r, 20)}")
         rest = argparse.Namespace(**{**vars(args), "runs": args.runs - 1})
         out["runs"] = [r] + (corridor_runs(events, rest, logdir, 1, store="rocksdb://")
                              if args.runs > 1 else [])
@@ -194,6 +201,7 @@ def table(res: dict) -> str:
                     f"{span(one['rss'])} | VmHWM |")
         rows.append(f"| 1 | corridor, 1 worker: shipments delivered | {fmt(one['delivered']['median'])}"
                     f" | {span(one['delivered'])} | {_delivered_note(res, one)} |")
+        rows += figures_row("1", "corridor, 1 worker", sec["1w"].get("runs"))
     elif "error" in sec.get("1w", {}):
         rows.append(f"| 1 | corridor, 1 worker | failed | | {cell(sec['1w']['error'])} |")
     two = sec.get("2w", {}).get("stats")
@@ -207,6 +215,7 @@ def table(res: dict) -> str:
                         f"{fmt(two['cpu']['median'])} µs | {span(two['cpu'])} | |")
         rows.append(f"| 2 | corridor, 2 workers: peak RSS (larger worker) | {fmt(two['rss']['median'])}"
                     f" MiB | {span(two['rss'])} | |")
+        rows += figures_row("2", "corridor, 2 workers", sec["2w"].get("runs"))
     elif "error" in sec.get("2w", {}):
         rows.append(f"| 2 | corridor, 2 workers | failed | | {cell(sec['2w']['error'])} |")
     two0 = sec.get("2w0", {}).get("stats")
@@ -217,6 +226,7 @@ def table(res: dict) -> str:
                     f"`CORRIDOR_STANDBY_REPLICAS=0`: the same work per event as 1 worker, which has no "
                     f"peer to stand by for; CPU {fmt(two0['cpu']['median'])} µs/event (both), peak RSS "
                     f"{fmt(two0['rss']['median'])} MiB |")
+        rows += figures_row("2", "corridor, 2 workers without standbys", sec["2w0"].get("runs"))
     elif "error" in sec.get("2w0", {}):
         rows.append(f"| 2 | corridor, 2 workers without standbys | failed | | {cell(sec['2w0']['error'])} |")
     if floor:
@@ -269,6 +279,7 @@ def table(res: dict) -> str:
                     f"{span(st['rss'])} | delivered {fmt(st['delivered']['median'])}"
                     + (f"; worker CPU {fmt(st['cpu']['median'])} µs/event"
                        if st.get("cpu", {}).get("median") is not None else "") + " |")
+        rows += figures_row("6", "RocksDB store, 1 worker", rdb.get("runs"))
     elif rdb:
         rows.append(f"| 6 | RocksDB store | not run | | {cell(rdb.get('error', ''))} |")
     scale = sec.get("scaling", {})
@@ -288,6 +299,12 @@ def table(res: dict) -> str:
             rows.append(f"| {int(n):,} | failed | | | | | | {cell(err)} |")
         if scale.get("note"):
             rows += ["", scale["note"]]
+    checked = figures_count(res)
+    if checked[1]:
+        rows += ["", f"Figures check: **{checked[0]} of {checked[1]} corridor runs exact**: each run's final "
+                 f"delivered, on-time and transit-seconds (sum) series per corridor and service level, "
+                 f"summed over workers, against an independent count of the workload "
+                 f"(benchmarks/oracle.py, no streams.domain)."]
     m = res["machine"]
     rows += ["", f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, Python {m['python']}, "
              f"Linux {m['kernel']}; {', '.join(f'{k} {v}' for k, v in res['versions'].items() if v)}; "
@@ -295,6 +312,32 @@ def table(res: dict) -> str:
              f"Load average before/after: {fmt(res['load_before'], 1)} / {fmt(res['load_after'], 1)}"
              f"{' — ' + a['note'] if a.get('note') else ''}."]
     return "\n".join(rows)
+
+
+FIGURE_SECTIONS = ("1w", "2w", "2w0", "rocksdb")
+
+
+def figures_row(num: str, label: str, runs) -> list[str]:
+    """The table row of a section's figures check ([] for results measured before the check)."""
+    runs = [r for r in runs or () if "figures_exact" in r]
+    if not runs:
+        return []
+    exact = sum(r["figures_exact"] for r in runs)
+    bad = next((r for r in runs if not r["figures_exact"]), None)
+    note = ("delivered, on time and transit seconds (sum) per corridor and service level = the "
+            "independent count (benchmarks/oracle.py)" if bad is None else
+            f"{len(bad['figures_mismatch'])} series differ in a run, e.g. "
+            + cell("; ".join(bad["figures_mismatch"][:3]), 400))
+    verdict = f"**{exact} of {len(runs)} runs exact**" if exact == len(runs) else \
+        f"**{exact} of {len(runs)} runs exact** ⚠"
+    return [f"| {num} | {label}: figures vs an independent count | {verdict} | | {note} |"]
+
+
+def figures_count(res: dict) -> tuple[int, int]:
+    """(exact runs, checked runs) over the corridor sections."""
+    runs = [r for name in FIGURE_SECTIONS for r in res["sections"].get(name, {}).get("runs") or ()
+            if isinstance(r, dict) and "figures_exact" in r]
+    return sum(r["figures_exact"] for r in runs), len(runs)
 
 
 def _delivered_note(res: dict, one: dict) -> str:
@@ -316,6 +359,7 @@ def stats_of(runs: list[dict]) -> dict:
             "all_ready": spread([r["all_ready_s"] for r in runs]),
             "rss": spread([r["peak_rss_mib"] for r in runs]),
             "delivered": spread([r["delivered"] for r in runs]),
+            "figures_exact": sum(bool(r.get("figures_exact")) for r in runs),
             "cpu": spread([r.get("cpu_us_per_event") for r in runs]),
             "writes": spread([sum(r["changelog_records"].values()) / r["events"]
                               if r.get("changelog_records") else None for r in runs])}
@@ -370,6 +414,9 @@ def main() -> int:
     ap.add_argument("--note", default="", help="free text for the table (e.g. what else ran)")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/performance.md")
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--rev", default=None, metavar="GIT_REV",
+                    help="measure streams/ as committed at this revision (e.g. HEAD) instead of "
+                         "the working tree as it is at start")
     ap.add_argument("--from-results", type=Path, default=None,
                     help="measure nothing: print the table of a results.json (and update the doc)")
     args = ap.parse_args()
@@ -388,8 +435,9 @@ def main() -> int:
     t_all = time.perf_counter()
     logdir = Path(tempfile.mkdtemp(prefix="corridor-bench-"))
     # every worker of this session runs the code as it is now, whatever is edited meanwhile
-    src = snapshot_source(logdir / "src")
-    res: dict = {"machine": machine(), "versions": package_versions(), "git": git_rev(),
+    src = exactness.snapshot(logdir / "src", args.rev)
+    res: dict = {"machine": machine(), "versions": package_versions(),
+                 "git": git_rev() if args.rev is None else exactness.source_label(args.rev),
                  "args": {k: v for k, v in vars(args).items() if k not in ("results",)},
                  "load_before": loadavg(), "sections": {}}
     res["args"]["results"] = str(args.results)
@@ -508,6 +556,10 @@ def main() -> int:
     if "profile" in sec and sec["profile"].get("markdown"):
         print()
         print(sec["profile"]["markdown"])
+    exact, checked = figures_count(res)
+    if checked:
+        log(f"figures: {exact} of {checked} corridor runs exact (against an independent count of the "
+            f"workload)")
     if not args.no_doc:
         write_doc(res, text)
         log(f"wrote {args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results}"
