@@ -36,6 +36,7 @@ from .domain import aggregate, orders as order_side, timeline
 from .domain.policy import SlaPolicy
 from .domain.stages import parse_time
 from .metrics import CorridorCollector, EventCounters, TotalsExposition, WorkerCollector
+from .reroute import Rerouter, as_produced
 from .settings import Settings
 from .topics import dlq_name
 
@@ -300,6 +301,12 @@ class Pipeline:
         self.side_topics = {
             "shipments": {settings.topic_shipments, settings.topic_customs},
             "orders": {settings.topic_orders, settings.topic_order_links}}
+        # An input topic's records read on the wrong partition come back on the right one through
+        # <app>-rerouted-<kind> (streams/reroute.py): the same kind, the same side of the join.
+        for kind, name in settings.rerouted_topics.items():
+            self.kind_of[name] = kind
+            side = "orders" if kind == "orders" else "shipments"
+            self.side_topics[side] = (*self.side_topics[side], name)
         self._clock: dict[int, float] = {}
         #: (topic, partition) -> latest event time read there. A partition's watermark is the
         #: minimum over those of its topics that still have unread messages, so a topic read ahead
@@ -499,8 +506,9 @@ class Pipeline:
 
     # ---- errors -------------------------------------------------------------------------------
     async def reject(self, message, err: Rejected) -> None:
+        self.counters.inc(self.counters.rejected, message.topic, err.reason)
+        message = as_produced(message)      # a rerouted copy: the record as its producer wrote it
         topic = message.topic
-        self.counters.inc(self.counters.rejected, topic, err.reason)
         headers = list(message.headers or ()) + [
             ("corridor.reason", err.reason.encode()),
             ("corridor.detail", err.detail.encode()[:1000]),
@@ -633,6 +641,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                                  store="memory://clock")
     counters = pipe.counters
     gate = app.corridor_flush_gate
+    reroute = Rerouter(settings, lambda: app.producer, counters)
+    rerouted = settings.rerouted_topics
 
     def decode(kind: str, message):
         """The contract event, or None after dead-lettering it."""
@@ -640,8 +650,9 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
 
     # Keys stay raw bytes here: the decoder checks them (a key that is not UTF-8 is a
     # key_mismatch); a Faust key codec that raises would crash the agent and lose the message.
-    @app.agent(app.topic(settings.topic_orders, settings.topic_order_links, key_type=bytes,
-                         value_type=bytes, key_serializer="raw", value_serializer="raw"),
+    @app.agent(app.topic(settings.topic_orders, settings.topic_order_links, rerouted["orders"],
+                         key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw"),
                name="join_orders")
     async def join_orders(stream):
         async for event in stream.events():
@@ -662,6 +673,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 except Rejected as err:
                     await pipe.reject(msg, err)
                     continue
+                if await reroute(msg):      # on the wrong partition: sent on to the right one
+                    continue
                 oid = ev["order_id"]
                 pipe.note_time(msg.topic, msg.partition, parse_time(ev["occurred_at"]))
                 res = order_side.apply_order_event(pipe.orders.get(oid), ev)
@@ -681,6 +694,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 await send(forwarded, sid, orjson.dumps({**oev, "shipment_id": sid}))
 
     @app.agent(app.topic(settings.topic_shipments, settings.topic_customs,
+                         rerouted["shipments"], rerouted["customs"],
                          settings.topic_shipment_orders, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw"),
                name="timelines")
@@ -698,6 +712,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                     ev = decode(kind, msg)
                 except Rejected as err:
                     await pipe.reject(msg, err)
+                    continue
+                if await reroute(msg):      # on the wrong partition: sent on to the right one
                     continue
                 source, label = kind, msg.topic
             sid = ev["shipment_id"]

@@ -33,6 +33,10 @@ class EventCounters:
         self.rejected = Counter("corridor_events_rejected", "Input messages rejected to the "
                                 "dead-letter topic, by topic and reason.", ["topic", "reason"],
                                 registry=registry)
+        self.rerouted = Counter("corridor_events_rerouted", "Input messages read on another "
+                                "partition than murmur2 of their key gives (their producer does not "
+                                "use Kafka's default partitioner), sent on to that partition, by "
+                                "input topic.", ["topic"], registry=registry)
         self.expired = Counter("corridor_state_expired", "Table keys forgotten after the retention "
                                "(ended shipments, orders), by table.", ["table"], registry=registry)
         self.rebalances = Counter("corridor_rebalances", "Consumer group rebalances this worker "

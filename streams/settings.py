@@ -98,6 +98,12 @@ class Settings:
         return f"{self.app_id}-shipment-orders"
 
     @property
+    def rerouted_topics(self) -> dict[str, str]:
+        """Internal: kind -> where the input topic's records read on another partition than
+        murmur2 of their key gives are sent on, to that partition (streams/reroute.py)."""
+        return {kind: f"{self.app_id}-rerouted-{kind}" for kind in self.input_topics}
+
+    @property
     def input_topics(self) -> dict[str, str]:
         """kind -> topic name for the three input topics."""
         return {"orders": self.topic_orders, "shipments": self.topic_shipments,

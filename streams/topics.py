@@ -1,4 +1,4 @@
-"""Topic names: inputs, internal join topics, dead-letter topics."""
+"""Topic names: inputs, internal join and reroute topics, dead-letter topics."""
 from __future__ import annotations
 
 from .settings import Settings
@@ -14,5 +14,6 @@ def all_topics(settings: Settings) -> dict[str, int]:
     """Every topic the worker reads or writes, with its partition count (tables' changelogs aside)."""
     names = list(settings.input_topics.values())
     names += [settings.topic_order_links, settings.topic_shipment_orders]
+    names += list(settings.rerouted_topics.values())
     names += [dlq_name(t) for t in settings.input_topics.values()]
     return {name: settings.partitions for name in names}

@@ -15,6 +15,7 @@ How the agents are driven (every seam is named here, so a Faust upgrade that bre
   changelog write and partitions keys with aiokafka's default partitioner (murmur2), as the real
   producer does. Messages sent to the two internal join topics are carried to the other agent on
   the partition the real producer would have chosen; that is the whole join, done faithfully.
+  Records an agent sends on to their key's partition (streams/reroute.py) are carried the same way.
 * Tables write their changelog behind (streams.app.Utf8KeyTable): the real producer sends the
   pending records before each commit. `Worker.commit()` does what that flush does
   (`faust_patches.write_changelogs`), so a test sees changelog records only after it.
@@ -181,14 +182,16 @@ class Worker:
 
     async def _relay(self) -> None:
         """Deliver what the agents sent to the internal join topics, in send order, until none is left."""
-        internal = (self.settings.topic_order_links, self.settings.topic_shipment_orders)
+        internal = (self.settings.topic_order_links, self.settings.topic_shipment_orders,
+                    *self.settings.rerouted_topics.values())
         while True:
             pending = [s for s in self.producer.sent if s.topic in internal]
             if self.relayed >= len(pending):
                 return
             s = pending[self.relayed]
             self.relayed += 1
-            await self._deliver(s.topic, s.key, s.value, s.partition, s.headers or None)
+            await self._deliver(s.topic, s.key, s.value, s.partition,
+                                list(s.headers.items()) or None)
 
     async def commit(self) -> list[int]:
         """What the producer does before an offset commit: send the tables' pending changelog
@@ -226,6 +229,8 @@ def worker(tmp_path):
         route = {settings.topic_orders: "join_orders", settings.topic_order_links: "join_orders",
                  settings.topic_shipments: "timelines", settings.topic_customs: "timelines",
                  settings.topic_shipment_orders: "timelines"}
+        route.update({topic: "join_orders" if kind == "orders" else "timelines"
+                      for kind, topic in settings.rerouted_topics.items()})
         join_orders, timelines = app.agents["join_orders"], app.agents["timelines"]
         try:
             async with join_orders.test_context() as jo, timelines.test_context() as tl:

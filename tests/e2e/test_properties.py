@@ -34,6 +34,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from builders import customs, T0_EPOCH, ship
 from harness import Worker, consume_all, poll, series, unique_app_id
 from streams.broker import EmbeddedBroker
+from streams.domain.partitioning import partition_for
 from strategies import APPLIED, DAY, DUPLICATE, TOPICS, Clock, batches, format_time
 
 pytestmark = pytest.mark.e2e
@@ -86,14 +87,17 @@ def producer(broker, worker):
 @pytest.fixture(scope="module")
 def primed(worker, producer):
     """Every partition's event-time clock inside the valid window: one shipment event and one
-    customs event per partition (a straggler is measured against its own topic's clock)."""
+    customs event per partition (a straggler is measured against its own topic's clock), keyed
+    by an id that belongs there (a record on another partition is sent on to its own)."""
     parts = sorted(producer.partitions_for("shipments"))
     for p in parts:
-        ev = ship(f"prime-{_run}-{p}", "picked_up", 0)
+        sid = next(k for i in itertools.count()
+                   if partition_for((k := f"prime-{_run}-{i}").encode(), len(parts)) == p)
+        ev = ship(sid, "picked_up", 0)
         ev["occurred_at"] = format_time(WINDOW_END, None)
         producer.send("shipments", key=ev["shipment_id"].encode(), value=orjson.dumps(ev),
                       partition=p)
-        cev = customs(f"prime-{_run}-{p}", "declaration_lodged", 0)
+        cev = customs(sid, "declaration_lodged", 0)
         cev["occurred_at"] = format_time(WINDOW_END, None)
         producer.send("customs-events", key=cev["shipment_id"].encode(), value=orjson.dumps(cev),
                       partition=p)

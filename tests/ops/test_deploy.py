@@ -39,7 +39,7 @@ SETTING_VARS = {row[0] for row in env_table()} | {f"{env}_FILE" for env in SECRE
 #: The metric contract (docs: streams/metrics.py), as exposed: counters end in _total, histograms
 #: are read through _bucket/_sum/_count.
 COUNTERS = {"corridor_events_consumed", "corridor_events_applied", "corridor_events_duplicate",
-            "corridor_state_expired",
+            "corridor_state_expired", "corridor_events_rerouted",
             "corridor_events_late",
             "corridor_events_rejected", "corridor_rebalances", "corridor_shipments_delivered",
             "corridor_shipment_exceptions"}
@@ -196,6 +196,7 @@ def test_the_metric_contract_is_what_the_worker_exports():
     for c in (counters.consumed, counters.applied, counters.duplicate, counters.late):
         c.labels("shipments").inc()
     counters.rejected.labels("shipments", "not_json").inc()
+    counters.rerouted.labels("shipments").inc()
     counters.rebalances.inc()
     tot = aggregate.new_totals()
     for obs in (("delivered", "CN-DE", "standard", True, 3600.0), ("dwell", "CN-DE", "customs", 60.0),
