@@ -59,9 +59,16 @@ class Fleet:
 
     # ---- the rule, as Pipeline.watermark / global_watermark apply it ----------------------
     def side_mark(self, side: str, p: int) -> float | None:
-        progress = [wm.Progress(clock=self.clock.get((t, p)), caught_up=not self.queues[(t, p)])
-                    for t in SIDES[side]]
+        progress = [wm.Progress(clock=self.clock.get((t, p)), caught_up=not self.queues[(t, p)],
+                                in_flight=self.in_flight(t, p)) for t in SIDES[side]]
         return wm.finite(wm.side_watermark(progress), [x.clock for x in progress])
+
+    def in_flight(self, topic: str, p: int) -> float | None:
+        """Links sent and not read back hold the order side at their event time (the worker's
+        Pipeline.send_link / link_read): the links topic is not in event-time order."""
+        if topic != "links":
+            return None
+        return min((at for _o, _s, at in self.queues[(topic, p)] if at is not None), default=None)
 
     def forget(self, side: str, p: int) -> None:
         if side == "orders":
@@ -150,8 +157,12 @@ def history(draw) -> list[tuple[str, dict]]:
                 events.append(("shipments", ship(sid, end, t)))
     events.sort(key=lambda kv: parse_time(kv[1]["occurred_at"]))
     dupes = draw(st.lists(st.integers(min_value=0, max_value=len(events) - 1), max_size=3))
-    for i in dupes:
-        events.insert(min(len(events), i + draw(st.integers(0, 5))), events[i])
+    for i in dupes:     # redelivered a little later (within a day of event time)
+        t = parse_time(events[i][1]["occurred_at"])
+        j = min(len(events), i + draw(st.integers(0, 5)))
+        while j > i + 1 and parse_time(events[j - 1][1]["occurred_at"]) - t > 24 * HOUR:
+            j -= 1
+        events.insert(j, events[i])
     return events
 
 
