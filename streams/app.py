@@ -32,10 +32,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from . import faust_patches
 from .codec import Decoder, Rejected
-from .domain import aggregate, orders as order_side, timeline
+from .domain import aggregate, orders as order_side, timeline, watermark as wm
+from .domain.partitioning import partition_for
 from .domain.policy import SlaPolicy
 from .domain.stages import parse_time
-from .metrics import CorridorCollector, EventCounters, TotalsExposition, WorkerCollector
+from .metrics import (AwaitingCollector, CorridorCollector, EventCounters, TotalsExposition,
+                      WorkerCollector)
 from .reroute import Rerouter, as_produced
 from .settings import Settings
 from .topics import dlq_name
@@ -62,9 +64,11 @@ class Expiry:
     goes to the event's changelog partition, which is the key's).
     """
 
-    def __init__(self, table, expires_at: Callable[[dict], float | None], counter=None):
+    def __init__(self, table, expires_at: Callable[[dict], float | None],
+                 reason_of: Callable[[dict], str], count: Callable[[str], None]):
         self.table = table
-        self.counter = counter
+        self.count = count                  # called with the reason of each key forgotten
+        self.reason_of = reason_of
         self.expires_at = expires_at
         self._heaps: dict[int, list] = {}
 
@@ -96,9 +100,8 @@ class Expiry:
             state = self.table.get(key)
             if state is not None and self.expires_at(state) == t:   # not changed since noted
                 del self.table[key]
+                self.count(self.reason_of(state))
                 n += 1
-        if n and self.counter is not None:
-            self.counter.inc(n)
         return n
 
     def forget(self, partitions) -> None:
@@ -294,6 +297,7 @@ class Pipeline:
         self.registry.register(CorridorCollector(lambda: self.snapshot(totals=False), totals=False))
         self.totals_text = TotalsExposition()
         self.registry.register(WorkerCollector(self.offsets))
+        self.registry.register(AwaitingCollector(self.awaiting_counts))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes)
                          for kind in settings.input_topics}
         self.kind_of = {name: kind for kind, name in settings.input_topics.items()}
@@ -303,8 +307,8 @@ class Pipeline:
         # before the parcel moves), and a shipment expires only once observed, when its order
         # has arrived anyway.
         self.side_topics = {
-            "shipments": {settings.topic_shipments, settings.topic_customs},
-            "orders": {settings.topic_orders, settings.topic_order_links}}
+            "shipments": (settings.topic_shipments, settings.topic_customs),
+            "orders": (settings.topic_orders, settings.topic_order_links)}
         # An input topic's records read on the wrong partition come back on the right one through
         # <app>-rerouted-<kind> (streams/reroute.py): the same kind, the same side of the join.
         for kind, name in settings.rerouted_topics.items():
@@ -312,14 +316,22 @@ class Pipeline:
             side = "orders" if kind == "orders" else "shipments"
             self.side_topics[side] = (*self.side_topics[side], name)
         self._clock: dict[int, float] = {}
-        #: (topic, partition) -> latest event time read there. A partition's watermark is the
-        #: minimum over those of its topics that still have unread messages, so a topic read ahead
-        #: of another (a replay: Faust drains topics unevenly) does not make state expire before
-        #: its stragglers arrive, while a topic that is caught up (or silent) holds nothing back.
+        #: (topic, partition) -> latest event time processed there, the offset of the last message
+        #: processed, and the wall time of that message: what `watermark` needs of each topic
+        #: partition (domain/watermark.py has the rule).
         self._topic_clock: dict[tuple[str, int], float] = {}
-        self._topic_seen: dict[tuple[str, int], float] = {}      # wall time of the last event
-        self._side_keys: dict[tuple[int, str], list] = {}    # (partition, side) -> its clock keys
+        self._topic_offset: dict[tuple[str, int], int] = {}
+        self._topic_seen: dict[tuple[str, int], float] = {}
+        #: Links sent to each order-links partition and not yet read back (links in flight):
+        #: the earliest event time among those sent since the partition was last read up to
+        #: everything sent, the sends not yet acknowledged, and the highest acknowledged offset.
+        self._links_inflight: dict[int, float] = {}
+        self._links_unacked: dict[int, int] = defaultdict(int)
+        self._links_sent_max: dict[int, int] = {}
+        self._global_mark: tuple[float, float | None] | None = None   # (wall time, value) cache
         self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
+        #: partition -> shipments with parcel events whose primary order is not known yet.
+        self.awaiting_index: dict[int, set[str]] = {}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
         self._last_reject_log = 0.0
@@ -346,11 +358,17 @@ class Pipeline:
         if not todo:
             return
         built = {p: {} for p in todo}
+        awaiting = {p: set() for p in todo}
         for sid, state in self.timelines.items():
             idx = built.get(state.get("p"))
-            if idx is not None and (entry := timeline.open_entry(state, self.policy)) is not None:
+            if idx is None:
+                continue
+            if (entry := timeline.open_entry(state, self.policy)) is not None:
                 idx[sid] = entry
+            if timeline.awaiting_order(state):
+                awaiting[state["p"]].add(sid)
         self.open_index.update(built)
+        self.awaiting_index.update(awaiting)
 
     def warm_open_index(self) -> None:
         """Build the index of newly assigned partitions off the scrape path (a timer calls this):
@@ -367,6 +385,21 @@ class Pipeline:
             idx.pop(sid, None)
         else:
             idx[sid] = entry
+        waiting = self.awaiting_index.get(partition)
+        if waiting is not None:
+            if timeline.awaiting_order(state):
+                waiting.add(sid)
+            else:
+                waiting.discard(sid)
+
+    def awaiting_counts(self) -> dict[int, int]:
+        """partition -> shipments whose primary order is not known yet, of the partitions owned
+        now (indexed like the open shipments)."""
+        if not self._settled():
+            return {}
+        owned = self.owned_partitions()
+        self._build_open_index(owned)
+        return {p: len(self.awaiting_index.get(p, ())) for p in owned}
 
     def stream_time(self, owned: set[int]) -> float | None:
         """The event-time clock over the partitions this worker owns (see docs/semantics.md)."""
@@ -399,55 +432,106 @@ class Pipeline:
         for p in gone:
             self._clock.pop(p, None)
             self.open_index.pop(p, None)
+            self.awaiting_index.pop(p, None)
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
-        self._side_keys.clear()
+        self._topic_offset = {k: v for k, v in self._topic_offset.items() if k[1] not in gone}
+        read = self.app.monitor.tp_read_offsets     # so a partition given back starts unread
+        for tp in [tp for tp in read if tp.partition in gone]:
+            del read[tp]
+        self._global_mark = None
         self.timeline_expiry.forget(gone)
         self.order_expiry.forget(gone)
 
     def watermark(self, partition: int, side: str = "shipments") -> float | None:
-        """Event time that every topic of one side of the join has reached on this partition.
+        """Event time that every topic of one side of the join has reached on this partition
+        (None: nothing may be forgotten yet). The rule is `domain.watermark`: a topic partition
+        bounds it at the latest event time processed there; one not read at all blocks it unless
+        it is known to be empty; one caught up and silent for `watermark.IDLE_AFTER_SECONDS`
+        stops bounding it; links sent and not yet read back bound it at their event time. The
+        sides are kept apart: the orders topic runs ahead of the shipments that link to it."""
+        progress = [self._progress(topic, partition) for topic in self.side_topics[side]]
+        return wm.finite(wm.side_watermark(progress), [p.clock for p in progress])
 
-        The minimum over the side's topics that are still active here: with unread messages, or
-        with an event in the last TOPIC_IDLE_SECONDS of wall time. A topic read ahead of another
-        (a replay: Faust drains topics unevenly) therefore does not make state expire before the
-        other's stragglers arrive, while a topic that fell silent stops holding expiry back.
-        The sides are kept apart: the orders topic runs ahead of the shipments that link to it.
-        """
-        keys = self._clock_keys(partition, side)
-        ends, read = self.app.monitor.tp_end_offsets, self.app.monitor.tp_read_offsets
-        wall = time.monotonic()
-        active, latest = None, None
-        clock = self._topic_clock
-        for tp in keys:
-            t = clock[tp]
-            latest = t if latest is None else max(latest, t)
-            end, last = ends.get(tp), read.get(tp)
-            backlog = end is not None and last is not None and end > last + 1
-            if backlog or wall - self._topic_seen.get(tp, 0.0) < TOPIC_IDLE_SECONDS:
-                active = t if active is None else min(active, t)
-        return active if active is not None else latest
+    def _progress(self, topic: str, partition: int) -> wm.Progress:
+        key = (topic, partition)
+        clock = self._topic_clock.get(key)
+        end, position = self._end_and_position(TP(topic, partition))
+        done = self._topic_offset.get(key)
+        if done is not None:
+            position = done + 1            # what the agent has processed, not what is buffered
+        elif self.app.monitor.tp_read_offsets.get(TP(topic, partition)) is not None:
+            position = None                # delivered to the stream, not processed yet
+        seen = self._topic_seen.get(key)
+        inflight = self._links_inflight.get(partition) if topic == self.settings.topic_order_links \
+            else None
+        return wm.Progress(
+            clock=clock,
+            caught_up=end is not None and position is not None and position >= end,
+            quiet_for=float("inf") if seen is None else time.monotonic() - seen,
+            in_flight=inflight)
 
-    def _clock_keys(self, partition: int, side: str) -> list:
-        """The `_topic_clock` keys of the side's topics on the partition."""
-        keys = self._side_keys.get((partition, side))
-        if keys is None:
-            topics = self.side_topics[side]
-            keys = self._side_keys[partition, side] = [
-                tp for tp in self._topic_clock if tp[1] == partition and tp[0] in topics]
-        return keys
+    def _end_and_position(self, tp) -> tuple[int | None, int | None]:
+        """(high-water mark, fetch position) of an assigned topic partition as the consumer knows
+        them now; None where it does not know yet."""
+        end = self.app.monitor.tp_end_offsets.get(tp)
+        position = None
+        consumer = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
+        if consumer is not None:
+            try:
+                state = consumer._subscription.subscription.assignment.state_value(tp)
+            except AttributeError:
+                state = None
+            if state is not None:
+                if state.highwater is not None:
+                    end = state.highwater if end is None else max(end, state.highwater)
+                if state.has_valid_position:
+                    position = state.position
+        return end, position
 
     def global_watermark(self) -> float | None:
-        """Event time that every partition has reached (shared through the clock table); None
-        until every partition has reported one."""
-        marks = []
-        for p in range(self.settings.partitions):
-            local = self.watermark(p)
-            shared = self.clock.get(f"w{p}")
-            values = [t for t in (local, shared) if t is not None]
-            if not values:
-                return None
-            marks.append(max(values))
-        return min(marks)
+        """The shipment-side watermark that every partition has reached (the partitions this
+        worker owns from its own reading, the others as their owners shared them through the
+        clock table); None until every partition has one. Cached for 0.1 s of wall time."""
+        wall = time.monotonic()
+        cached = self._global_mark
+        if cached is not None and wall - cached[0] < 0.1:
+            return cached[1]
+        owned = self.owned_partitions()
+        local = {p: self.watermark(p) for p in owned}
+        shared = {p: self.clock.get(f"w{p}") for p in range(self.settings.partitions)
+                  if p not in owned}
+        value = wm.global_watermark(local, shared, self.settings.partitions)
+        self._global_mark = (wall, value)
+        return value
+
+    # ---- links in flight ----------------------------------------------------------------------
+    async def send_link(self, order_id: str, shipment_id: str, at: float | None) -> None:
+        """Publish a link to the order side and hold that side's watermark at `at` until it has
+        been read back: an order must not be forgotten while a link to it is in flight."""
+        key = order_id.encode()
+        p = partition_for(key, self.settings.partitions)    # where aiokafka's partitioner puts it
+        value = orjson.dumps({"order_id": order_id, "shipment_id": shipment_id, "at": at})
+        fut = await self.app.producer.send(self.settings.topic_order_links, key, value, p,
+                                           None, None)
+        if at is not None:
+            old = self._links_inflight.get(p)
+            self._links_inflight[p] = at if old is None else min(old, at)
+        self._links_unacked[p] += 1
+        fut.add_done_callback(lambda f, p=p: self._link_acked(p, f))
+
+    def _link_acked(self, partition: int, fut) -> None:
+        self._links_unacked[partition] -= 1
+        if fut.cancelled() or fut.exception() is not None:
+            _log_send_error(fut)
+            return                          # the bound stays until a later link is read back
+        offset = fut.result().offset
+        if offset > self._links_sent_max.get(partition, -1):
+            self._links_sent_max[partition] = offset
+
+    def link_read(self, partition: int, offset: int) -> None:
+        """The order side read the link at `offset`: once every link sent is read, none is in flight."""
+        if self._links_unacked[partition] == 0 and offset >= self._links_sent_max.get(partition, -1):
+            self._links_inflight.pop(partition, None)
 
     def _settled(self) -> bool:
         """Not rebalancing or recovering: half-recovered totals would read as a counter reset."""
@@ -544,19 +628,22 @@ class Pipeline:
         return parse_time(event["occurred_at"]) < latest - self.settings.retention_seconds
 
     # ---- clock --------------------------------------------------------------------------------
-    def advance_clock(self, topic: str, partition: int, event_time: float, state_last: float) -> None:
+    def advance_clock(self, topic: str, partition: int, offset: int, event_time: float,
+                      state_last: float) -> None:
         if state_last > self._clock.get(partition, float("-inf")):
             self._clock[partition] = state_last
-        self.note_time(topic, partition, event_time)
+        self.note_time(topic, partition, offset, event_time)
 
-    def note_time(self, topic: str, partition: int, event_time: float) -> None:
+    def note_time(self, topic: str, partition: int, offset: int, event_time: float | None) -> None:
+        """The agent processed the message at `offset` (event time `event_time`; None for a
+        message that carries none, a rejected one)."""
         key = (topic, partition)
         self._topic_seen[key] = time.monotonic()
-        old = self._topic_clock.get(key)
-        if old is None:
-            self._side_keys.clear()        # a new topic partition: the lists are rebuilt on use
-        if old is None or event_time > old:
-            self._topic_clock[key] = event_time
+        self._topic_offset[key] = offset
+        if event_time is not None:
+            old = self._topic_clock.get(key)
+            if old is None or event_time > old:
+                self._topic_clock[key] = event_time
 
     def may_expire(self, expiry: Expiry, partition: int, side: str) -> bool:
         """Could the side's watermark have passed the partition's earliest expiry? (The watermark
@@ -565,7 +652,8 @@ class Pipeline:
         if due is None:
             return False
         clock = self._topic_clock
-        return any(due < clock[tp] for tp in self._clock_keys(partition, side))
+        return any(due < clock.get((topic, partition), wm.NEG_INF)
+                   for topic in self.side_topics[side])
 
     def persist_clock(self) -> bool:
         """Share this worker's partition clocks with every worker (the global `clock` table);
@@ -615,7 +703,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     in_orders = topic(settings.topic_orders)
     in_shipments = topic(settings.topic_shipments)
     in_customs = topic(settings.topic_customs)
-    links, forwarded = settings.topic_order_links, settings.topic_shipment_orders
+    forwarded = settings.topic_shipment_orders
     send = pipe.send_internal
     pipe.dlq = {name: topic(dlq_name(name)) for name in settings.input_topics.values()}
 
@@ -627,10 +715,13 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     pipe.timelines = table("timelines")
     pipe.orders = table("orders")
     retention = settings.retention_seconds
+    expired = pipe.counters.expired
     pipe.timeline_expiry = Expiry(pipe.timelines, lambda st: timeline.expires_at(st, retention),
-                                  pipe.counters.expired.labels("timelines"))
+                                  timeline.expiry_reason,
+                                  lambda why: pipe.counters.inc(expired, "timelines", why))
     pipe.order_expiry = Expiry(pipe.orders, lambda st: order_side.expires_at(st, retention),
-                               pipe.counters.expired.labels("orders"))
+                               order_side.expiry_reason,
+                               lambda why: pipe.counters.inc(expired, "orders", why))
     pipe.totals = table("totals")
     pipe.totals.flush_rank = 1      # after the states whose counts they hold (docs/semantics.md)
     # The stream clock: one small value per partition that every worker reads (docs/semantics.md).
@@ -666,8 +757,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if msg.topic == settings.topic_order_links:
                 link = orjson.loads(msg.value)
                 oid = link["order_id"]
-                if link.get("at") is not None:
-                    pipe.note_time(msg.topic, msg.partition, link["at"])
+                pipe.note_time(msg.topic, msg.partition, msg.offset, link.get("at"))
+                pipe.link_read(msg.partition, msg.offset)
                 res = order_side.apply_link(pipe.orders.get(oid), oid, link["shipment_id"],
                                             link.get("at"))
             else:
@@ -675,12 +766,14 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 try:
                     ev = decode("orders", msg)
                 except Rejected as err:
+                    pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     await pipe.reject(msg, err)
                     continue
                 if await reroute(msg):      # on the wrong partition: sent on to the right one
+                    pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     continue
                 oid = ev["order_id"]
-                pipe.note_time(msg.topic, msg.partition, parse_time(ev["occurred_at"]))
+                pipe.note_time(msg.topic, msg.partition, msg.offset, parse_time(ev["occurred_at"]))
                 res = order_side.apply_order_event(pipe.orders.get(oid), ev)
                 counters.inc(counters.duplicate if res.duplicate else counters.applied, msg.topic)
             if not res.duplicate:
@@ -690,8 +783,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             # An order may be forgotten only once every shipments partition is past it (a link to
             # it can come from any of them) and the links already sent to it have been read.
             if pipe.may_expire(pipe.order_expiry, msg.partition, "orders"):
-                marks = [pipe.global_watermark(), pipe.watermark(msg.partition, "orders")]
-                mark = None if None in marks else min(marks)
+                mark = wm.order_mark(pipe.global_watermark(), pipe.watermark(msg.partition, "orders"))
                 if mark is not None:
                     pipe.order_expiry.expire(msg.partition, mark)
             for sid, oev in res.forwards:
@@ -715,14 +807,17 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 try:
                     ev = decode(kind, msg)
                 except Rejected as err:
+                    pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     await pipe.reject(msg, err)
                     continue
                 if await reroute(msg):      # on the wrong partition: sent on to the right one
+                    pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     continue
                 source, label = kind, msg.topic
             sid = ev["shipment_id"]
             state = pipe.timelines.get(sid)
             if state is None and kind != "forwarded" and pipe.too_old(msg.topic, msg.partition, ev):
+                pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                 await pipe.reject(msg, Rejected("expired", f"{source} event {ev['event_id']} is "
                                                 "older than the retention and its shipment is gone"))
                 continue
@@ -730,13 +825,13 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if res.duplicate:
                 if kind != "forwarded":
                     counters.inc(counters.duplicate, label)
+                    pipe.note_time(msg.topic, msg.partition, msg.offset, parse_time(ev["occurred_at"]))
                 # A redelivery after a crash that saved this state but not the totals it caused.
                 redo = timeline.observations_of(res.state, msg.topic, msg.offset)
                 if redo:
                     _add_observations(pipe, msg, redo)
                 for oid in res.new_order_ids:       # resent: see timeline.apply
-                    await send(links, oid, orjson.dumps(
-                        {"order_id": oid, "shipment_id": sid, "at": res.state["last"]}))
+                    await pipe.send_link(oid, sid, res.state["last"])
                 continue
             if kind != "forwarded":
                 counters.inc(counters.applied, label)
@@ -750,15 +845,15 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 _add_observations(pipe, msg, res.observations)
             pipe.timelines[sid] = res.state
             pipe.note_open(msg.partition, sid, res.state)
-            pipe.advance_clock(msg.topic, msg.partition, res.event_time, res.state["last"])
+            pipe.advance_clock(msg.topic, msg.partition, msg.offset, res.event_time,
+                               res.state["last"])
             pipe.timeline_expiry.note(msg.partition, sid, res.state)
             if pipe.may_expire(pipe.timeline_expiry, msg.partition, "shipments"):
                 mark = pipe.watermark(msg.partition)
                 if mark is not None:
                     pipe.timeline_expiry.expire(msg.partition, mark)
             for oid in res.new_order_ids:
-                await send(links, oid, orjson.dumps(
-                    {"order_id": oid, "shipment_id": sid, "at": res.state["last"]}))
+                await pipe.send_link(oid, sid, res.state["last"])
 
     _ = (in_orders, in_shipments, in_customs)   # declared so Faust knows their partition counts
 

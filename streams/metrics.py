@@ -37,8 +37,9 @@ class EventCounters:
                                 "partition than murmur2 of their key gives (their producer does not "
                                 "use Kafka's default partitioner), sent on to that partition, by "
                                 "input topic.", ["topic"], registry=registry)
-        self.expired = Counter("corridor_state_expired", "Table keys forgotten after the retention "
-                               "(ended shipments, orders), by table.", ["table"], registry=registry)
+        self.expired = Counter("corridor_state_expired", "Table keys forgotten after the retention, "
+                               "by table and reason (docs/semantics.md \"Bounded state\").",
+                               ["table", "reason"], registry=registry)
         self.rebalances = Counter("corridor_rebalances", "Consumer group rebalances this worker "
                                   "took part in.", registry=registry)
         self._children: dict = {}
@@ -217,3 +218,25 @@ class WorkerCollector(Collector):
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class AwaitingCollector(Collector):
+    """Shipments waiting for their order, per partition owned (`counts()`: {partition: n}).
+
+    A shipment whose order never arrives (or arrives after the order side forgot it) is never
+    counted in the SLA figures; this gauge is where it shows instead of vanishing."""
+
+    def __init__(self, counts: Callable[[], dict[int, int]]):
+        self._counts = counts
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterable:
+        fam = GaugeMetricFamily("corridor_shipments_awaiting_order", "Shipments with parcel events "
+                                "whose primary order is not known yet (not attributable to a "
+                                "corridor's SLA until it arrives), by partition owned.",
+                                labels=["partition"])
+        for p, n in sorted(self._counts().items()):
+            fam.add_metric([str(p)], n)
+        yield fam

@@ -47,7 +47,7 @@ HISTOGRAMS = {"corridor_shipment_transit_seconds", "corridor_stage_dwell_seconds
 GAUGES = {"corridor_shipments_in_stage", "corridor_shipments_overdue",
           "corridor_stage_excess_seconds", "corridor_bottleneck_stage",
           "corridor_stream_time_seconds", "corridor_consumer_lag", "corridor_consumer_end_offset",
-          "corridor_partitions_assigned"}
+          "corridor_partitions_assigned", "corridor_shipments_awaiting_order"}
 EXPOSED = ({f"{c}_total" for c in COUNTERS} | GAUGES
            | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")})
 
@@ -188,11 +188,11 @@ def test_the_metric_contract_is_what_the_worker_exports():
     from prometheus_client import CollectorRegistry
     from streams.domain import aggregate
     from streams.domain.aggregate import OpenGauges
-    from streams.metrics import CorridorCollector, EventCounters, WorkerCollector
+    from streams.metrics import AwaitingCollector, CorridorCollector, EventCounters, WorkerCollector
 
     registry = CollectorRegistry(auto_describe=False)
     counters = EventCounters(registry)
-    counters.expired.labels("timelines").inc()
+    counters.expired.labels("timelines", "ended").inc()
     for c in (counters.consumed, counters.applied, counters.duplicate, counters.late):
         c.labels("shipments").inc()
     counters.rejected.labels("shipments", "not_json").inc()
@@ -209,6 +209,7 @@ def test_the_metric_contract_is_what_the_worker_exports():
     gauges.excess[("CN-DE", "customs")] = 10.0
     registry.register(CorridorCollector(lambda: (totals, gauges, 1.7e9)))
     registry.register(WorkerCollector(lambda: ([("shipments", 0, 10, 5)], 1)))
+    registry.register(AwaitingCollector(lambda: {0: 2}))
     exposed = {s.name for fam in registry.collect() for s in fam.samples}
     exposed = {n for n in exposed if not n.endswith("_created")}
     assert exposed == EXPOSED
