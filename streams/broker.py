@@ -46,6 +46,10 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be started, or a broker call failed; the message is one line."""
 
 
+class BrokerUnreachable(BrokerError):
+    """No broker answered (down, restarting or stalled): worth trying again."""
+
+
 def _kill_all_at_exit() -> None:
     with _LIVE_LOCK:
         brokers = list(_LIVE)

@@ -139,10 +139,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
         policy = SlaPolicy.load(settings.sla_policy or None)
     except PolicyError as exc:
         raise CliError(str(exc)) from None
-    try:
-        ensure_topics(settings, all_topics(settings))
-    except BrokerError as exc:
-        raise CliError(str(exc)) from None
+    _ensure_topics_waiting(settings, all_topics(settings))
     import logging
     import prometheus_client
     prometheus_client.disable_created_metrics()     # *_created series add nothing for our counters
@@ -162,24 +159,46 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
     return 0
 
 
+def _ensure_topics_waiting(settings: Settings, topics: dict[str, int]) -> None:
+    """`ensure_topics`, retried while the brokers cannot be reached (a broker restarting or
+    stalled must not stop a worker from starting), for up to settings.broker_wait_seconds."""
+    from .broker import BrokerError, BrokerUnreachable
+    deadline = time.monotonic() + settings.broker_wait_seconds
+    delay = 1.0
+    while True:
+        try:
+            return ensure_topics(settings, topics)
+        except BrokerUnreachable as exc:
+            if time.monotonic() + delay > deadline:
+                raise CliError(f"{exc} (tried for {settings.broker_wait_seconds:.0f} s, "
+                               "CORRIDOR_BROKER_WAIT_SECONDS)") from None
+            print(f"corridor worker: {exc}; retrying in {delay:.0f} s", file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        except BrokerError as exc:
+            raise CliError(str(exc)) from None
+
+
 def ensure_topics(settings: Settings, topics: dict[str, int]) -> None:
     """Create missing topics; refuse input topics whose partition count breaks co-partitioning."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
-    from .broker import BrokerError, create_topics
+    from .broker import BrokerError, BrokerUnreachable, create_topics
     from .security import kafka_python_options
     try:
         admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
                                  client_id="corridor-setup", request_timeout_ms=10000,
                                  bootstrap_timeout_ms=10000, **kafka_python_options(settings))
     except KafkaError as exc:
-        raise BrokerError(f"cannot reach the broker at {settings.broker}: {exc}") from None
+        raise BrokerUnreachable(f"cannot reach the broker at {settings.broker}: {exc}") from None
     try:
         names = [n for n in topics if n in admin.list_topics()]
         # Ask only for ours, and never with an empty list: Tansu answers it with every topic.
         existing = {t.get("name") or t.get("topic"): len(t["partitions"])
                     for t in (admin.describe_topics(names) if names else ())
                     if (t.get("name") or t.get("topic")) in topics}
+    except KafkaError as exc:
+        raise BrokerUnreachable(f"the broker at {settings.broker} did not answer: {exc}") from None
     finally:
         admin.close()
     wrong = {n: c for n, c in existing.items() if c != topics[n]}

@@ -47,6 +47,9 @@ class Settings:
     retention_seconds: float = field(default=30 * 86400.0, metadata={"env": "CORRIDOR_RETENTION_SECONDS"})
     #: How often the worker checks that the brokers are still the same cluster (0 = never).
     broker_watch_seconds: float = field(default=10.0, metadata={"env": "CORRIDOR_BROKER_WATCH_SECONDS"})
+    #: How long a starting worker keeps trying to reach the brokers (a broker restarting or
+    #: stalled) before it gives up with an error; 0 = one attempt.
+    broker_wait_seconds: float = field(default=120.0, metadata={"env": "CORRIDOR_BROKER_WAIT_SECONDS"})
     #: Standby copies of each table partition kept by other workers (faust's table_standby_replicas).
     standby_replicas: int = field(default=1, metadata={"env": "CORRIDOR_STANDBY_REPLICAS"})
     #: Faust table store: memory:// or rocksdb://
