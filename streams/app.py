@@ -20,6 +20,7 @@ import asyncio
 import heapq
 import logging
 import time
+import weakref
 from collections import defaultdict
 from typing import Callable
 
@@ -28,6 +29,7 @@ import orjson
 from faust.sensors import Monitor
 from faust.types import TP
 from faust.serializers import codecs
+from faust.streams import _current_event
 from prometheus_client import CollectorRegistry, generate_latest
 
 from . import faust_patches
@@ -45,6 +47,9 @@ from .topics import dlq_name
 log = logging.getLogger("corridor")
 
 CLOCK_PERSIST_SECONDS = 1.0      # how often a worker shares its partitions' clocks
+SETTLE_IDLE_SECONDS = 1.0        # how often idle partitions are settled against the wall clock
+#: The source under which settled observations are numbered (totals "o", timeline "lobs").
+FIN_SOURCE = "#fin"
 #: A topic partition with no backlog and no event for this long stops holding the watermark back.
 TOPIC_IDLE_SECONDS = 300.0
 #: Faust's count-based commit, set out of reach (faust_settings).
@@ -107,6 +112,64 @@ class Expiry:
     def forget(self, partitions) -> None:
         for p in partitions:
             self._heaps.pop(p, None)
+
+
+class SettleIndex:
+    """When each shipment next has something to settle (timeline.settle_due): a min-heap of
+    (watermark, shipment) per partition, built like Expiry's by one scan after an assignment and
+    kept up to date as states change; consumed when the partition's watermark passes."""
+
+    def __init__(self, table, grace: float):
+        self.table = table
+        self.grace = grace
+        self._heaps: dict[int, list] = {}
+
+    def note(self, partition: int, key: str, state: dict) -> None:
+        heap = self._heaps.get(partition)
+        if heap is not None and (t := timeline.settle_due(state, self.grace)) is not None:
+            heapq.heappush(heap, (t, key))
+
+    def _heap(self, partition: int) -> list:
+        heap = self._heaps.get(partition)
+        if heap is None:
+            grace = self.grace
+            heap = self._heaps[partition] = [
+                (t, key) for key, st in self.table.items()
+                if st.get("p") == partition and (t := timeline.settle_due(st, grace)) is not None]
+            heapq.heapify(heap)
+        return heap
+
+    def due(self, partition: int) -> float | None:
+        heap = self._heap(partition)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, partition: int, mark: float) -> list[tuple[str, dict]]:
+        """(shipment, state) of every shipment due before `mark` (its entry is then consumed)."""
+        heap = self._heap(partition)
+        out = []
+        while heap and heap[0][0] < mark:
+            t, key = heapq.heappop(heap)
+            state = self.table.get(key)
+            if state is not None and timeline.settle_due(state, self.grace) == t:
+                out.append((key, state))
+        return out
+
+    def forget(self, partitions) -> None:
+        for p in partitions:
+            self._heaps.pop(p, None)
+
+
+class _TimerEvent:
+    """Stands for the event being processed while a timer writes a table: Faust takes the
+    changelog partition (and the RocksDB store its partition) from the current event."""
+
+    def __init__(self, topic: str, partition: int):
+        self.message = _TimerMessage(topic, partition)
+
+
+class _TimerMessage:
+    def __init__(self, topic: str, partition: int):
+        self.topic, self.partition = topic, partition
 
 
 class _Utf8(codecs.Codec):
@@ -332,6 +395,10 @@ class Pipeline:
         self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
         #: partition -> shipments with parcel events whose primary order is not known yet.
         self.awaiting_index: dict[int, set[str]] = {}
+        #: Observations of settled shipments are numbered per partition (FIN_SOURCE, seq): the
+        #: state remembers its last ones, the totals the last number they counted, so that after
+        #: a crash that saved the states but not the totals `reconcile` adds what is missing.
+        self._seq: dict[int, int] = {}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
         self._last_reject_log = 0.0
@@ -439,6 +506,9 @@ class Pipeline:
         for tp in [tp for tp in read if tp.partition in gone]:
             del read[tp]
         self._global_mark = None
+        for p in gone:
+            self._seq.pop(p, None)
+        self.settle_index.forget(gone)
         self.timeline_expiry.forget(gone)
         self.order_expiry.forget(gone)
 
@@ -450,7 +520,8 @@ class Pipeline:
         stops bounding it; links sent and not yet read back bound it at their event time. The
         sides are kept apart: the orders topic runs ahead of the shipments that link to it."""
         progress = [self._progress(topic, partition) for topic in self.side_topics[side]]
-        return wm.finite(wm.side_watermark(progress), [p.clock for p in progress])
+        return wm.finite(wm.side_watermark(progress, self.settings.idle_seconds),
+                         [p.clock for p in progress])
 
     def _progress(self, topic: str, partition: int) -> wm.Progress:
         key = (topic, partition)
@@ -503,6 +574,80 @@ class Pipeline:
         value = wm.global_watermark(local, shared, self.settings.partitions)
         self._global_mark = (wall, value)
         return value
+
+    # ---- settling: exceptions once the watermark passes them, ends after the grace ------------
+    def settle_mark(self, partition: int) -> float | None:
+        """The watermark a shipment of the partition is settled against: its shipment side's;
+        when every topic of that side is caught up and quiet (the input has ended, for now), the
+        wall clock: a replay's last shipments become final, and a live stream's stay open for the
+        grace period in real time."""
+        progress = [self._progress(topic, partition) for topic in self.side_topics["shipments"]]
+        mark = wm.side_watermark(progress, self.settings.idle_seconds)
+        if mark == wm.POS_INF:
+            return time.time()
+        return wm.finite(mark, [p.clock for p in progress])
+
+    def clock_bound(self, partition: int) -> float:
+        """An upper bound of the partition's settle mark without computing it: the latest event
+        time processed on its shipment side (or the wall clock if nothing was)."""
+        clock = self._topic_clock
+        values = [clock[k] for topic in self.side_topics["shipments"]
+                  if (k := (topic, partition)) in clock]
+        return max(values) if values else time.time()
+
+    def settle(self, partition: int, sid: str, state: dict, mark: float | None) -> None:
+        """Settle one shipment (timeline.settle), count what it observed, note when it is next due.
+        The caller writes the state."""
+        obs = timeline.settle(state, self.policy, mark, self.settings.grace_seconds)
+        if obs:
+            seq = self._seq[partition] = self._seq.get(partition, 0) + 1
+            timeline.remember(state, FIN_SOURCE, seq, obs)
+            _add_observations(self, partition, seq, obs)
+        self.settle_index.note(partition, sid, state)
+
+    def settle_due(self, partition: int, mark: float | None) -> None:
+        """Settle every shipment of the partition that the watermark has passed, and write it."""
+        if mark is None:
+            return
+        for sid, state in self.settle_index.pop_due(partition, mark):
+            self.settle(partition, sid, state, mark)
+            self.timelines[sid] = state
+            self.note_open(partition, sid, state)
+            self.timeline_expiry.note(partition, sid, state)
+
+    def maybe_settle(self, partition: int) -> None:
+        """Settle what is due on the partition, if its watermark may have passed anything."""
+        due = self.settle_index.due(partition)
+        if due is not None and due < self.clock_bound(partition):
+            self.settle_due(partition, self.settle_mark(partition))
+
+    def reconcile(self, partition: int) -> None:
+        """Once per assignment, before the partition's first settle: add to the totals the
+        observations that the recovered states remember and the totals lack (a crash between the
+        two changelog ranks), and continue the partition's numbering after both."""
+        if partition in self._seq:
+            return
+        prefix = f"{partition}|"
+        counted = {key[len(prefix):]: (tot.get("o") or {}).get(FIN_SOURCE, 0)
+                   for key, tot in self.totals.items() if key.startswith(prefix)}
+        top = max(counted.values(), default=0)
+        missing: dict[int, list] = defaultdict(list)
+        for state in self.timelines.values():
+            if state.get("p") != partition:
+                continue
+            for source, seq, obs in state.get("lobs", ()):
+                if source != FIN_SOURCE:
+                    continue
+                top = max(top, seq)
+                missing[seq].extend(o for o in obs if counted.get(o[1], 0) < seq)
+        missing = {seq: obs for seq, obs in missing.items() if obs}
+        for seq in sorted(missing):
+            _add_observations(self, partition, seq, missing[seq])
+        if missing:
+            log.warning("partition %d: %d observations that the states remember were missing "
+                        "from the totals (a crash between the changelog ranks); added",
+                        partition, len(missing))
+        self._seq[partition] = top
 
     # ---- links in flight ----------------------------------------------------------------------
     async def send_link(self, order_id: str, shipment_id: str, at: float | None) -> None:
@@ -722,6 +867,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     pipe.order_expiry = Expiry(pipe.orders, lambda st: order_side.expires_at(st, retention),
                                order_side.expiry_reason,
                                lambda why: pipe.counters.inc(expired, "orders", why))
+    pipe.settle_index = SettleIndex(pipe.timelines, settings.grace_seconds)
     pipe.totals = table("totals")
     pipe.totals.flush_rank = 1      # after the states whose counts they hold (docs/semantics.md)
     # The stream clock: one small value per partition that every worker reads (docs/semantics.md).
@@ -736,6 +882,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                                  store="memory://clock")
     counters = pipe.counters
     gate = app.corridor_flush_gate
+    grace = settings.grace_seconds
     reroute = Rerouter(settings, lambda: app.producer, counters)
     rerouted = settings.rerouted_topics
 
@@ -814,6 +961,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                     pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     continue
                 source, label = kind, msg.topic
+            pipe.reconcile(msg.partition)
             sid = ev["shipment_id"]
             state = pipe.timelines.get(sid)
             if state is None and kind != "forwarded" and pipe.too_old(msg.topic, msg.partition, ev):
@@ -826,10 +974,6 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 if kind != "forwarded":
                     counters.inc(counters.duplicate, label)
                     pipe.note_time(msg.topic, msg.partition, msg.offset, parse_time(ev["occurred_at"]))
-                # A redelivery after a crash that saved this state but not the totals it caused.
-                redo = timeline.observations_of(res.state, msg.topic, msg.offset)
-                if redo:
-                    _add_observations(pipe, msg, redo)
                 for oid in res.new_order_ids:       # resent: see timeline.apply
                     await pipe.send_link(oid, sid, res.state["last"])
                 continue
@@ -838,16 +982,16 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if res.late:
                 counters.inc(counters.late, label)
             res.state["p"] = msg.partition
-            if res.observations:
-                # The state remembers what this message counted: if a crash keeps the state but
-                # not the totals (they are flushed after it), the redelivered message adds them.
-                timeline.remember(res.state, msg.topic, msg.offset, res.observations)
-                _add_observations(pipe, msg, res.observations)
+            p = msg.partition
+            pipe.advance_clock(msg.topic, p, msg.offset, res.event_time, res.state["last"])
+            due = timeline.settle_due(res.state, grace)
+            if due is not None:
+                pipe.settle(p, sid, res.state,
+                            pipe.settle_mark(p) if due < pipe.clock_bound(p) else None)
             pipe.timelines[sid] = res.state
-            pipe.note_open(msg.partition, sid, res.state)
-            pipe.advance_clock(msg.topic, msg.partition, msg.offset, res.event_time,
-                               res.state["last"])
-            pipe.timeline_expiry.note(msg.partition, sid, res.state)
+            pipe.note_open(p, sid, res.state)
+            pipe.timeline_expiry.note(p, sid, res.state)
+            pipe.maybe_settle(p)
             if pipe.may_expire(pipe.timeline_expiry, msg.partition, "shipments"):
                 mark = pipe.watermark(msg.partition)
                 if mark is not None:
@@ -869,6 +1013,28 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             await app.producer.mark_changelog_ends()     # an idle worker commits nothing after
         pipe.warm_open_index()
 
+    @app.timer(SETTLE_IDLE_SECONDS)
+    async def settle_idle():
+        """Partitions whose input has ended for now settle against the wall clock (settle_mark):
+        no event will come to do it. Table writes outside a stream event name their partition."""
+        if not pipe.assigned or not pipe._settled():
+            return
+        if gate is not None and not gate.is_set():
+            await gate.wait()
+        for p in sorted(pipe.owned_partitions()):
+            due = pipe.settle_index.due(p)
+            if due is None:
+                continue
+            mark = pipe.settle_mark(p)
+            if mark is None or mark <= due:
+                continue
+            token = _current_event.set(weakref.ref(_TimerEvent(settings.topic_shipments, p)))
+            try:
+                pipe.reconcile(p)
+                pipe.settle_due(p, mark)
+            finally:
+                _current_event.reset(token)
+
     @app.on_partitions_assigned.connect
     async def _assigned(sender, assigned, **kwargs):
         pipe.assigned = True
@@ -882,26 +1048,26 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     return app
 
 
-def _add_observations(pipe: Pipeline, msg, observations: list[tuple]) -> None:
-    """One totals write per corridor touched by the message at msg.topic/partition/offset.
+def _add_observations(pipe: Pipeline, partition: int, seq: int, observations: list[tuple]) -> None:
+    """One totals write per corridor touched by the observations numbered `seq` on `partition`.
 
-    Each totals record keeps, per source topic, the offset of the last message it counted
-    ("o"): a message redelivered after a crash that had already reached these totals adds nothing.
-    Totals of one partition share one changelog partition, so a later count that survived a crash
-    implies that every earlier one did.
+    Each totals record keeps the number of the last observations it counted ("o"[FIN_SOURCE]):
+    observations added again (Pipeline.reconcile after a crash) that already reached it add
+    nothing. Totals of one partition share one changelog partition, so a later count that
+    survived a crash implies that every earlier one did.
     """
     by_corridor = defaultdict(list)
     for obs in observations:
         by_corridor[obs[1]].append(obs)
     for corr, items in by_corridor.items():
-        key = f"{msg.partition}|{corr}"
+        key = f"{partition}|{corr}"
         tot = pipe.totals.get(key) or aggregate.new_totals()
         counted = tot.setdefault("o", {})
-        if counted.get(msg.topic, -1) >= msg.offset:
+        if counted.get(FIN_SOURCE, 0) >= seq:
             continue
         for obs in items:
             aggregate.add(tot, obs)
-        counted[msg.topic] = msg.offset
+        counted[FIN_SOURCE] = seq
         pipe.totals[key] = tot
 
 

@@ -78,6 +78,7 @@ def compute(events, policy: SlaPolicy, *, max_events: int = 100, now: float | No
     for kind, event in events:
         engine.feed(kind, event)
         by_kind[kind] += 1
+    engine.finish()         # the file is the whole input: every figure is final (the worker's idle rule)
     now = engine.latest if now is None else now
     report = Report(engine, now, engine.gauges(now) if now is not None else OpenGauges(),
                     events=sum(by_kind.values()), by_kind=by_kind)

@@ -45,6 +45,13 @@ class Settings:
     #: Ended shipments (and orders) are forgotten this long after their end (last event), in event
     #: time; events for a forgotten shipment older than this go to the dead-letter topic (`expired`).
     retention_seconds: float = field(default=30 * 86400.0, metadata={"env": "CORRIDOR_RETENTION_SECONDS"})
+    #: Allowed lateness, in seconds of event time: a shipment's figures are final once the
+    #: watermark passes its end by this much; events that arrive before count as if in order.
+    grace_seconds: float = field(default=48 * 3600.0, metadata={"env": "CORRIDOR_GRACE_SECONDS"})
+    #: A topic partition caught up and quiet for this many wall seconds stops holding the
+    #: watermark back; when a partition's whole shipment side is, its shipments are settled
+    #: against the wall clock (the end of a replay becomes final).
+    idle_seconds: float = field(default=30.0, metadata={"env": "CORRIDOR_IDLE_SECONDS"})
     #: How often the worker checks that the brokers are still the same cluster (0 = never).
     broker_watch_seconds: float = field(default=10.0, metadata={"env": "CORRIDOR_BROKER_WATCH_SECONDS"})
     #: How long a starting worker keeps trying to reach the brokers (a broker restarting or

@@ -2,11 +2,14 @@
 
 `Engine.feed(kind, event)` takes contract events in arrival order, exactly as the two agents do
 (orders keyed by order_id, shipments and customs by shipment_id, order events forwarded to the
-shipments that carry them), and keeps per-corridor totals. The worker distributes the same steps
-over partitions and tables; both call the functions in timeline.py and orders.py.
+shipments that carry them), and keeps per-corridor totals. The watermark is the latest shipment
+or customs event time fed (one stream); `finish()` says the input has ended (the worker's idle
+rule), which makes every figure final. The worker distributes the same steps over partitions and
+tables; both call the functions in timeline.py and orders.py.
 """
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 from . import aggregate, orders as order_side, timeline
@@ -14,9 +17,13 @@ from .policy import SlaPolicy
 
 
 class Engine:
-    def __init__(self, policy: SlaPolicy, max_events: int = 100):
+    def __init__(self, policy: SlaPolicy, max_events: int = 100,
+                 grace: float = timeline.DEFAULT_GRACE_SECONDS):
         self.policy = policy
         self.max_events = max_events
+        self.grace = grace
+        self.mark: float | None = None          # the watermark: latest parcel event time fed
+        self._due: list[tuple[float, str]] = []
         self.shipments: dict[str, dict] = {}
         self.orders: dict[str, dict] = {}
         self.totals: dict[str, dict] = {}
@@ -49,9 +56,36 @@ class Engine:
                 self.shipments[sid] = res.state
                 last = res.state["last"]
                 self.latest = last if self.latest is None else max(self.latest, last)
-                for obs in res.observations:
-                    aggregate.add(self.totals.setdefault(obs[1], aggregate.new_totals()), obs)
+                if kind != "forwarded" and (self.mark is None or res.event_time > self.mark):
+                    self.mark = res.event_time
+                self._settle(sid)
+                self._settle_due(self.mark)
                 queue.extend(("link", (oid, sid)) for oid in res.new_order_ids)
+
+    def _settle(self, sid: str, mark: float | None = None) -> None:
+        state = self.shipments[sid]
+        for obs in timeline.settle(state, self.policy, self.mark if mark is None else mark,
+                                   self.grace):
+            aggregate.add(self.totals.setdefault(obs[1], aggregate.new_totals()), obs)
+        due = timeline.settle_due(state, self.grace)
+        if due is not None:
+            heapq.heappush(self._due, (due, sid))
+
+    def _settle_due(self, mark: float | None) -> None:
+        while self._due and mark is not None and self._due[0][0] < mark:
+            due, sid = heapq.heappop(self._due)
+            if timeline.settle_due(self.shipments[sid], self.grace) == due:
+                self._settle(sid, mark)
+
+    def finish(self) -> "Engine":
+        """The input has ended: every pending figure becomes final (the worker does the same once
+        its partitions have been caught up and quiet for CORRIDOR_IDLE_SECONDS)."""
+        end = float("inf")
+        self._settle_due(end)
+        for sid in list(self.shipments):
+            if timeline.settle_due(self.shipments[sid], self.grace) is not None:
+                self._settle(sid, end)
+        return self
 
     def _order_result(self, res, oid: str, queue: deque) -> None:
         if not res.duplicate:

@@ -9,17 +9,21 @@ record), built only by `apply`:
     origin, dest, carrier, tracking   latest values from shipment events
     ms        {stage: epoch seconds}: the earliest event time of each stage-opening milestone
     end       [end_type, epoch seconds] once delivered / returned / lost / cancelled, else None
+              (the earliest end in event time, until the figures are final)
+    fin       True once the figures are final: the watermark has passed the end + the grace
     observed  True once the end has been turned into metric observations (exactly once)
-    pend      exception types waiting for the corridor to become known
+    pend      [[exception type, event time], ...] waiting to be counted: until the watermark has
+              passed their time (no earlier end can still arrive) and the corridor is known
     ev        [[t, source, event_type, event_id, info], ...] sorted by event time, capped
     seen      event ids applied (dedupe), capped
     first, last  earliest / latest event time applied
-    late      events that arrived after the shipment had ended
+    late      events that arrived after the figures were final
 
-`apply(state, source, event)` returns the new state and the observations the event caused; the
-caller adds observations to the per-corridor totals. Everything here is event-time only: the same
-events in any order give the same figures (except which terminal event wins, documented in
-docs/semantics.md).
+`apply(state, source, event)` folds one event into the state; `settle(state, policy, mark, grace)`
+turns what the watermark `mark` has made certain into observations, which the caller adds to the
+per-corridor totals: exceptions once the watermark has passed them, the end once it has passed
+the end + `grace` (allowed lateness). Everything here is event-time only: the same events give the
+same figures in any order whose disorder stays within the grace (docs/semantics.md).
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ from .policy import SlaPolicy
 from .stages import (END_EVENTS, EVENT_EXCEPTIONS, MILESTONES, STAGE_RANK, STAGES, UNKNOWN,
                      corridor_of, iso, parse_time)
 
+#: Allowed lateness (seconds of event time): a shipment's figures are final once the watermark
+#: passes its end by this much; milestones that arrive before count as if they had come in order.
+DEFAULT_GRACE_SECONDS = 48 * 3600.0
 SEEN_CAP = 512          # event ids remembered per shipment for dedupe (far above a real history)
 MILESTONE_TYPES = {etype for (_src, etype) in MILESTONES} | set(END_EVENTS)
 #: What an ended, observed shipment keeps of its timeline: milestones, the end, exceptions, the label.
@@ -51,7 +58,7 @@ class Applied:
 
 def new_state(shipment_id: str) -> dict:
     return {"id": shipment_id, "orders": [], "of": {}, "origin": None, "dest": None,
-            "carrier": None, "tracking": None, "ms": {}, "end": None, "observed": False,
+            "carrier": None, "tracking": None, "ms": {}, "end": None, "fin": False, "observed": False,
             "pend": [], "ev": [], "seen": [], "first": None, "last": None, "late": 0}
 
 
@@ -176,10 +183,10 @@ def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
     _record(state, [t, source, etype, eid, _info(source, event)], max_events)
 
     result = Applied(state, event_time=t)
-    ended = state["end"] is not None
+    final = is_final(state)
     # Order facts are never late: the join may deliver an order after the parcel's last event,
     # and it then completes the shipment's observation rather than being ignored.
-    result.late = ended and source != "orders"
+    result.late = final and source != "orders"
     if result.late:
         state["late"] += 1
     # Facts (which orders, which countries) are taken whenever they come: they are needed to
@@ -195,21 +202,77 @@ def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
             if stage == "fulfilment":
                 placed = [f["placed"] for f in state["of"].values() if f.get("placed") is not None]
                 state["ms"]["fulfilment"] = min(placed)
-            elif not ended:
+            elif not final:
                 old = state["ms"].get(stage)
                 state["ms"][stage] = t if old is None else min(old, t)
-    if not ended:
+    if not final:
         exc = EVENT_EXCEPTIONS.get((source, etype))
         if exc is not None:
-            state["pend"].append(exc)
+            state["pend"].append([exc, t])
+        end = state["end"]
         if source == "shipments" and etype in END_EVENTS:
-            state["end"] = [etype, t]
-        elif source == "orders" and etype == "order_cancelled" and _all_cancelled(state) \
-                and "origin" not in state["ms"]:
+            if end is None or end[0] == "cancelled" or t < end[1]:   # the earliest end wins
+                state["end"] = [etype, t]
+        elif source == "orders" and etype == "order_cancelled" and end is None \
+                and _all_cancelled(state) and "origin" not in state["ms"]:
             state["end"] = ["cancelled", t]
-
-    _flush(state, policy, result.observations)
     return result
+
+
+def is_final(state: dict) -> bool:
+    """Are the shipment's figures final? (States written before the grace period existed were
+    final as soon as they ended.)"""
+    fin = state.get("fin")
+    return state["end"] is not None if fin is None else fin
+
+
+def settle_due(state: dict, grace: float) -> float | None:
+    """The watermark beyond which `settle` has something to do for this shipment (-inf: at once),
+    else None (nothing, or waiting for facts that only an event brings: its corridor, its order)."""
+    if corridor(state) == UNKNOWN:
+        return None
+    if is_final(state):
+        if state["observed"] or (primary_order(state) is None and state["end"][0] != "cancelled"):
+            return None
+        return float("-inf")
+    times = [_pend_time(item) for item in state["pend"]]
+    if state["end"] is not None and not is_final(state):
+        times.append(state["end"][1] + grace)
+    return min(times) if times else None
+
+
+def _pend_time(item) -> float:
+    return item[1] if isinstance(item, list) else float("-inf")     # str: written before times
+
+
+def settle(state: dict, policy: SlaPolicy, mark: float | None, grace: float) -> list[tuple]:
+    """The observations the watermark `mark` (event time every topic of the shipment's partition
+    has reached; None: unknown) makes certain, marking them done in the state:
+
+    - each pending exception once the watermark has passed its time (no end that precedes it can
+      still arrive), unless the shipment ended more than `grace` before it (it comes after the
+      figures are final), and once the corridor is known;
+    - the end, once the watermark is past the end + `grace`: the figures are then final (and
+      observed when the primary order is known: transit and promise need order_placed)."""
+    out: list[tuple] = []
+    end = state["end"]
+    if end is not None and not is_final(state) and mark is not None and mark > end[1] + grace:
+        state["fin"] = True
+    corr = corridor(state)
+    if corr == UNKNOWN:
+        return out
+    final = is_final(state)
+    keep = []
+    for item in state["pend"]:
+        exc, t = (item, float("-inf")) if isinstance(item, str) else item
+        if not (final or (mark is not None and t <= mark)):
+            keep.append(item)
+        elif end is None or t <= end[1] + grace:
+            out.append(("exception", corr, exc))
+    state["pend"] = keep
+    if final and not state["observed"]:
+        _observe_end(state, policy, corr, out)
+    return out
 
 
 def _time_of(item: list) -> float:
@@ -277,16 +340,9 @@ def _all_cancelled(state: dict) -> bool:
         state["of"].get(oid, {}).get("cancelled") for oid in state["orders"])
 
 
-def _flush(state: dict, policy: SlaPolicy, out: list[tuple]) -> None:
-    """Emit what can now be attributed: pending exceptions, then the end observation (once)."""
-    corr = corridor(state)
-    if corr == UNKNOWN:
-        return
-    for exc in state["pend"]:
-        out.append(("exception", corr, exc))
-    state["pend"] = []
-    if state["end"] is None or state["observed"]:
-        return
+def _observe_end(state: dict, policy: SlaPolicy, corr: str, out: list[tuple]) -> None:
+    """The end observation of a final shipment, once (cancelled: at once; else once its primary
+    order is known)."""
     end_type, end_t = state["end"]
     if end_type == "cancelled":
         out.append(("exception", corr, "cancelled"))
@@ -363,8 +419,10 @@ def describe(state: dict, now: float, policy: SlaPolicy) -> dict:
     cur = current_stage(state)
     if state["end"] is None:
         status = "open"
+    elif state["observed"] or state["end"][0] == "cancelled" or primary_order(state) is not None:
+        status = state["end"][0]
     else:
-        status = state["end"][0] if state["observed"] else f"{state['end'][0]} (awaiting order)"
+        status = f"{state['end'][0]} (awaiting order)"
     sla = None
     if due is not None:
         if state["end"] and state["end"][0] == "delivered":
@@ -390,6 +448,7 @@ def describe(state: dict, now: float, policy: SlaPolicy) -> dict:
                             if state["end"] and state["end"][0] == "delivered"
                             and primary_order(state) else None),
         "stages": stages, "late_events": state["late"], "now": iso(now),
+        "figures_final": is_final(state),
         "events": [{"occurred_at": iso(t), "source": src, "event_type": et, "event_id": eid,
                     "info": info} for t, src, et, eid, info in state["ev"]],
     }

@@ -19,6 +19,8 @@ How the agents are driven (every seam is named here, so a Faust upgrade that bre
 * Tables write their changelog behind (streams.app.Utf8KeyTable): the real producer sends the
   pending records before each commit. `Worker.commit()` does what that flush does
   (`faust_patches.write_changelogs`), so a test sees changelog records only after it.
+* `Pipeline.settle_mark` and `clock_bound` are replaced on the instance: with no consumer the
+  inputs count as caught up and quiet, so shipments settle against the wall clock at once.
 * `app.assignor.assigned_actives` is replaced on the instance: with no consumer group there is no
   assignment, and the metrics collector exports only the partitions this worker owns.
 * The stream's iterator instantiates the Kafka consumer (never started); its consumer thread service
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import itertools
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -226,6 +229,11 @@ def worker(tmp_path):
         app.producer = producer
         owned = {TP(settings.topic_shipments, p) for p in range(settings.partitions)}
         app.assignor.assigned_actives = lambda: set(owned)
+        # No consumer: every input is taken as caught up and quiet, so shipments settle against
+        # the wall clock (Pipeline.settle_mark's idle rule) and a scenario's figures are final
+        # as soon as it is fed. The grace period itself is tested in tests/unit.
+        app.corridor.settle_mark = lambda partition: time.time()
+        app.corridor.clock_bound = lambda partition: time.time()
         route = {settings.topic_orders: "join_orders", settings.topic_order_links: "join_orders",
                  settings.topic_shipments: "timelines", settings.topic_customs: "timelines",
                  settings.topic_shipment_orders: "timelines"}

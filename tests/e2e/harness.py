@@ -53,7 +53,9 @@ class Worker:
         self.env = dict(os.environ, CORRIDOR_BROKER=broker_url, CORRIDOR_PROFILE="embedded",
                         CORRIDOR_APP_ID=app_id, CORRIDOR_WEB_PORT=str(self.port),
                         CORRIDOR_WEB_HOST="127.0.0.1", CORRIDOR_DATA_DIR=str(log_dir / f"data-{name}"),
-                        PYTHONUNBUFFERED="1", **(env or {}))
+                        PYTHONUNBUFFERED="1",
+                        # A scenario's end is final 2 s after its last event, not 30 s.
+                        **{"CORRIDOR_IDLE_SECONDS": "2", **(env or {})})
         self.args = args
         self.proc: subprocess.Popen | None = None
 

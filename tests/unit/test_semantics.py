@@ -14,7 +14,7 @@ def run(events, policy=POLICY):
     eng = Engine(policy)
     for kind, ev in events:
         eng.feed(kind, ev)
-    return eng
+    return eng.finish()
 
 
 def dwell_sums(totals):
@@ -177,7 +177,7 @@ def test_order_facts_read_before_the_event_that_names_the_order_do_not_make_it_p
         for source, ev in arrivals:
             res = timeline.apply(state, source, {**ev, "shipment_id": "S1"}, POLICY)
             state = res.state
-            out += res.observations
+            out += timeline.settle(state, POLICY, float("inf"), timeline.DEFAULT_GRACE_SECONDS)
         return state["orders"], [o for o in out if o[0] == "delivered"]
 
     first_pass = observed([("shipments", label), ("orders", o1), ("orders", o2),
