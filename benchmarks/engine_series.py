@@ -32,6 +32,7 @@ def main() -> int:
         for line in fh:
             topic, value = orjson.loads(line)
             eng.feed(kind_of[topic], orjson.loads(value))
+    eng.finish()            # the workload is the whole input: every figure final (the idle rule)
     out = []
     for fam in totals_families({(c, "all"): t for c, t in eng.totals.items()}):
         for s in fam.samples:

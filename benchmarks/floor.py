@@ -85,6 +85,7 @@ async def consume(bootstrap: str, expected: int, partitions: int, validate: bool
         cpu = _cpu() - cpu0
     finally:
         await consumer.stop()
+    engine.finish()
     delivered = sum(sum(t["delivered"].values()) for t in engine.totals.values())
     return {"events": n, "seconds": elapsed, "events_per_s": n / elapsed,
             "cpu_s": cpu, "cpu_us_per_event": cpu / n * 1e6,

@@ -181,6 +181,7 @@ def engine_rows(messages, topics: dict[str, str] | None = None) -> dict:
     eng = Engine(SlaPolicy.load(os.environ.get("CORRIDOR_SLA_POLICY") or None))
     for topic, _key, value in messages:
         eng.feed(kind_of[topic], orjson.loads(value))
+    eng.finish()
     samples = []
     for corr, tot in eng.totals.items():
         for k, n in tot["delivered"].items():

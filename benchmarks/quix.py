@@ -278,10 +278,13 @@ def serve(args) -> int:
             counts[f"{source}_duplicate"] += 1
         else:
             counts[f"{source}_applied"] += 1
+            # Settled at once (no watermark in this port): the figures the worker makes final
+            # after the grace period, which this workload, produced in order, does not change.
+            observations = timeline.settle(res.state, policy, float("inf"), 0.0)
             state.set("s", res.state)
-            if res.observations:
+            if observations:
                 by_corridor = defaultdict(list)
-                for obs in res.observations:
+                for obs in observations:
                     by_corridor[obs[1]].append(obs)
                 for corr, items in by_corridor.items():
                     out.append({"corridor": corr, "obs": items,
@@ -394,7 +397,7 @@ def engine_totals(events) -> dict[str, dict]:
     engine = Engine(SlaPolicy.load(), max_events=settings.timeline_max_events)
     for topic, _key, value in events:
         engine.feed(kind[topic], orjson.loads(value))
-    return engine.totals
+    return engine.finish().totals
 
 
 def delivered_of(totals: dict[str, dict]) -> dict[str, int]:

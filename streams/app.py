@@ -146,13 +146,15 @@ class SettleIndex:
     def pop_due(self, partition: int, mark: float) -> list[tuple[str, dict]]:
         """(shipment, state) of every shipment due before `mark` (its entry is then consumed)."""
         heap = self._heap(partition)
-        out = []
-        while heap and heap[0][0] < mark:
+        out: dict[str, dict] = {}      # a key noted twice at the same time is settled once: a
+        while heap and heap[0][0] < mark:       # RocksDB store hands out a copy per read
             t, key = heapq.heappop(heap)
+            if key in out:
+                continue
             state = self.table.get(key)
             if state is not None and timeline.settle_due(state, self.grace) == t:
-                out.append((key, state))
-        return out
+                out[key] = state
+        return list(out.items())
 
     def forget(self, partitions) -> None:
         for p in partitions:
@@ -360,7 +362,7 @@ class Pipeline:
         self.registry.register(CorridorCollector(lambda: self.snapshot(totals=False), totals=False))
         self.totals_text = TotalsExposition()
         self.registry.register(WorkerCollector(self.offsets))
-        self.registry.register(AwaitingCollector(self.awaiting_counts))
+        self.registry.register(AwaitingCollector(self.waiting_counts))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes)
                          for kind in settings.input_topics}
         self.kind_of = {name: kind for kind, name in settings.input_topics.items()}
@@ -395,6 +397,8 @@ class Pipeline:
         self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
         #: partition -> shipments with parcel events whose primary order is not known yet.
         self.awaiting_index: dict[int, set[str]] = {}
+        #: partition -> ended shipments whose figures are not final yet (within the grace).
+        self.pending_index: dict[int, set[str]] = {}
         #: Observations of settled shipments are numbered per partition (FIN_SOURCE, seq): the
         #: state remembers its last ones, the totals the last number they counted, so that after
         #: a crash that saved the states but not the totals `reconcile` adds what is missing.
@@ -426,6 +430,7 @@ class Pipeline:
             return
         built = {p: {} for p in todo}
         awaiting = {p: set() for p in todo}
+        pending = {p: set() for p in todo}
         for sid, state in self.timelines.items():
             idx = built.get(state.get("p"))
             if idx is None:
@@ -434,8 +439,11 @@ class Pipeline:
                 idx[sid] = entry
             if timeline.awaiting_order(state):
                 awaiting[state["p"]].add(sid)
+            if state["end"] is not None and not timeline.is_final(state):
+                pending[state["p"]].add(sid)
         self.open_index.update(built)
         self.awaiting_index.update(awaiting)
+        self.pending_index.update(pending)
 
     def warm_open_index(self) -> None:
         """Build the index of newly assigned partitions off the scrape path (a timer calls this):
@@ -458,15 +466,22 @@ class Pipeline:
                 waiting.add(sid)
             else:
                 waiting.discard(sid)
+        pending = self.pending_index.get(partition)
+        if pending is not None:
+            if state["end"] is not None and not timeline.is_final(state):
+                pending.add(sid)
+            else:
+                pending.discard(sid)
 
-    def awaiting_counts(self) -> dict[int, int]:
-        """partition -> shipments whose primary order is not known yet, of the partitions owned
-        now (indexed like the open shipments)."""
+    def waiting_counts(self) -> dict[str, dict[int, int]]:
+        """{"awaiting_order": {partition: n}, "pending_final": {partition: n}} of the partitions
+        owned now (indexed like the open shipments)."""
         if not self._settled():
             return {}
         owned = self.owned_partitions()
         self._build_open_index(owned)
-        return {p: len(self.awaiting_index.get(p, ())) for p in owned}
+        return {"awaiting_order": {p: len(self.awaiting_index.get(p, ())) for p in owned},
+                "pending_final": {p: len(self.pending_index.get(p, ())) for p in owned}}
 
     def stream_time(self, owned: set[int]) -> float | None:
         """The event-time clock over the partitions this worker owns (see docs/semantics.md)."""
@@ -500,6 +515,7 @@ class Pipeline:
             self._clock.pop(p, None)
             self.open_index.pop(p, None)
             self.awaiting_index.pop(p, None)
+            self.pending_index.pop(p, None)
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
         self._topic_offset = {k: v for k, v in self._topic_offset.items() if k[1] not in gone}
         read = self.app.monitor.tp_read_offsets     # so a partition given back starts unread
@@ -1028,7 +1044,8 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             mark = pipe.settle_mark(p)
             if mark is None or mark <= due:
                 continue
-            token = _current_event.set(weakref.ref(_TimerEvent(settings.topic_shipments, p)))
+            standin = _TimerEvent(settings.topic_shipments, p)     # held: the context has a weakref
+            token = _current_event.set(weakref.ref(standin))
             try:
                 pipe.reconcile(p)
                 pipe.settle_due(p, mark)

@@ -221,22 +221,31 @@ def _le(bound: float) -> str:
 
 
 class AwaitingCollector(Collector):
-    """Shipments waiting for their order, per partition owned (`counts()`: {partition: n}).
+    """Shipments not in the SLA figures yet, per partition owned (`counts()`: {"awaiting_order":
+    {partition: n}, "pending_final": {partition: n}}).
 
     A shipment whose order never arrives (or arrives after the order side forgot it) is never
-    counted in the SLA figures; this gauge is where it shows instead of vanishing."""
+    counted in the SLA figures: `corridor_shipments_awaiting_order` is where it shows instead of
+    vanishing. An ended shipment within its grace period is counted once final:
+    `corridor_shipments_pending_final`."""
 
-    def __init__(self, counts: Callable[[], dict[int, int]]):
+    HELP = {"awaiting_order": "Shipments with parcel events whose primary order is not known yet "
+                              "(not attributable to a corridor's SLA until it arrives), by "
+                              "partition owned.",
+            "pending_final": "Ended shipments whose figures are not final yet: the watermark has "
+                             "not passed their end + the grace period (CORRIDOR_GRACE_SECONDS); "
+                             "they count in the SLA figures once it has, by partition owned."}
+
+    def __init__(self, counts: Callable[[], dict[str, dict[int, int]]]):
         self._counts = counts
 
     def describe(self):
         return []
 
     def collect(self) -> Iterable:
-        fam = GaugeMetricFamily("corridor_shipments_awaiting_order", "Shipments with parcel events "
-                                "whose primary order is not known yet (not attributable to a "
-                                "corridor's SLA until it arrives), by partition owned.",
-                                labels=["partition"])
-        for p, n in sorted(self._counts().items()):
-            fam.add_metric([str(p)], n)
-        yield fam
+        counts = self._counts()
+        for name, text in self.HELP.items():
+            fam = GaugeMetricFamily(f"corridor_shipments_{name}", text, labels=["partition"])
+            for p, n in sorted(counts.get(name, {}).items()):
+                fam.add_metric([str(p)], n)
+            yield fam

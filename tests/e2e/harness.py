@@ -124,6 +124,25 @@ class Worker:
         self.stop(signal.SIGKILL)
 
 
+def pending_final(workers) -> float:
+    """Ended shipments whose figures are not final yet, over the workers (None scrapes count 1)."""
+    total = 0.0
+    for w in workers:
+        status, text = w.get("/metrics")
+        if status != 200:
+            return 1.0
+        for fam in text_string_to_metric_families(text):
+            if fam.name == "corridor_shipments_pending_final":
+                total += sum(s.value for s in fam.samples)
+    return total
+
+
+def wait_final(workers, timeout: float = 60.0) -> None:
+    """Wait until every ended shipment's figures are final: with CORRIDOR_IDLE_SECONDS=2 (the
+    harness default) the workers settle 2 s after the last event."""
+    poll(lambda: pending_final(workers) == 0, timeout, 0.2, "every ended shipment final")
+
+
 PER_PARTITION_OPS = ("corridor_consumer_lag", "corridor_consumer_end_offset")
 
 

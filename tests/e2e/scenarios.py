@@ -2,7 +2,7 @@
 import orjson
 
 from builders import customs, journey, ship
-from harness import poll, produce, sample
+from harness import poll, produce, sample, wait_final
 
 TOPIC = {"customs": "customs-events", "shipments": "shipments", "orders": "orders"}
 
@@ -53,10 +53,12 @@ def produce_adversarial(broker, workers):
     phase(by_kind["customs"])
     phase(by_kind["shipments"])
     phase(by_kind["orders"])
+    wait_final(workers)              # the figures are final: what comes now is late
     s1 = [(k, e) for k, e in events if e.get("shipment_id") == "S1" or e.get("order_id") == "O1"]
     bad_customs = customs("S1", "released", 1.0)
     bad_customs["occurred_at"] = "2025-03-01T10:00:00"          # no UTC offset
     phase(s1 + [("shipments", b"not json", "S-bad"),
                 ("customs", orjson.dumps(bad_customs), "S1"),
                 ("shipments", ship("S3", "out_for_delivery", 140.0))])
+    wait_final(workers)
     return {"s1": {k: sum(1 for kk, _ in s1 if kk == k) for k in TOPIC}, "consumed": consumed}

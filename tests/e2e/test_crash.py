@@ -29,6 +29,7 @@ def expected_metrics(events) -> dict:
     eng = Engine(SlaPolicy.load())
     for e in events:
         eng.feed(e.topic, e.value)
+    eng.finish()
     out = {}
     totals = {(corridor, "all"): tot for corridor, tot in eng.totals.items()}
     for fam in families(totals, eng.gauges(), eng.latest):

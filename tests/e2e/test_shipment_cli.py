@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from builders import journey, ship
-from harness import REPO, Worker, free_port, poll, produce, unique_app_id
+from harness import REPO, Worker, free_port, poll, produce, unique_app_id, wait_final
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +28,7 @@ def worker(broker, logdir):
             return all(status == 200 and body["now"] == NOW for status, body in views) \
                 and views[0][1]["status"] == "delivered" and views[1][1]["stage"] == "customs"
         poll(settled, 60, 0.2, "the worker shows S1 delivered and S4 in customs at h140")
+        wait_final([w])                 # S1's figures final: its timeline compacted
         yield w
     finally:
         w.stop()
