@@ -60,105 +60,82 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 PIPELINE_REASONS = ("expired",)
 
 
-class Expiry:
-    """When each key of a table may be forgotten: a min-heap of (time, key) per partition.
+class DueIndex:
+    """When each key of a table is next due for something (`due_of(state)`: an event time, or
+    None): a min-heap of (time, key) per partition.
 
     Built lazily by one scan of the table per partition after an assignment (the table is the
-    truth; the heap is only an index), kept up to date as keys change, and consumed in the agent
-    while it processes an event of that partition, where Faust allows the delete (the tombstone
-    goes to the event's changelog partition, which is the key's).
+    truth; the heap is only an index), kept up to date as keys change (`note`), and consumed by the
+    agents while they process an event of that partition, or by a timer that names the partition,
+    where Faust allows the write (it goes to the changelog partition of the key).
     """
 
-    def __init__(self, table, expires_at: Callable[[dict], float | None],
-                 reason_of: Callable[[dict], str], count: Callable[[str], None]):
+    def __init__(self, table, due_of: Callable[[dict], float | None]):
         self.table = table
-        self.count = count                  # called with the reason of each key forgotten
-        self.reason_of = reason_of
-        self.expires_at = expires_at
+        self.due_of = due_of
         self._heaps: dict[int, list] = {}
 
     def note(self, partition: int, key: str, state: dict) -> None:
         heap = self._heaps.get(partition)
-        t = self.expires_at(state)
-        if heap is not None and t is not None:
+        if heap is not None and (t := self.due_of(state)) is not None:
             heapq.heappush(heap, (t, key))
 
     def _heap(self, partition: int) -> list:
         heap = self._heaps.get(partition)
         if heap is None:
+            due_of = self.due_of
             heap = self._heaps[partition] = [
                 (t, key) for key, st in self.table.items()
-                if st.get("p") == partition and (t := self.expires_at(st)) is not None]
+                if st.get("p") == partition and (t := due_of(st)) is not None]
             heapq.heapify(heap)
         return heap
 
     def due(self, partition: int) -> float | None:
-        """The earliest time at which a key of the partition may be forgotten (None: none may)."""
-        heap = self._heap(partition)
-        return heap[0][0] if heap else None
-
-    def expire(self, partition: int, now: float) -> int:
-        heap = self._heap(partition)
-        n = 0
-        while heap and heap[0][0] < now:
-            t, key = heapq.heappop(heap)
-            state = self.table.get(key)
-            if state is not None and self.expires_at(state) == t:   # not changed since noted
-                del self.table[key]
-                self.count(self.reason_of(state))
-                n += 1
-        return n
-
-    def forget(self, partitions) -> None:
-        for p in partitions:
-            self._heaps.pop(p, None)
-
-
-class SettleIndex:
-    """When each shipment next has something to settle (timeline.settle_due): a min-heap of
-    (watermark, shipment) per partition, built like Expiry's by one scan after an assignment and
-    kept up to date as states change; consumed when the partition's watermark passes."""
-
-    def __init__(self, table, grace: float):
-        self.table = table
-        self.grace = grace
-        self._heaps: dict[int, list] = {}
-
-    def note(self, partition: int, key: str, state: dict) -> None:
-        heap = self._heaps.get(partition)
-        if heap is not None and (t := timeline.settle_due(state, self.grace)) is not None:
-            heapq.heappush(heap, (t, key))
-
-    def _heap(self, partition: int) -> list:
-        heap = self._heaps.get(partition)
-        if heap is None:
-            grace = self.grace
-            heap = self._heaps[partition] = [
-                (t, key) for key, st in self.table.items()
-                if st.get("p") == partition and (t := timeline.settle_due(st, grace)) is not None]
-            heapq.heapify(heap)
-        return heap
-
-    def due(self, partition: int) -> float | None:
+        """The earliest time at which a key of the partition is due (None: none is)."""
         heap = self._heap(partition)
         return heap[0][0] if heap else None
 
     def pop_due(self, partition: int, mark: float) -> list[tuple[str, dict]]:
-        """(shipment, state) of every shipment due before `mark` (its entry is then consumed)."""
+        """(key, state) of every key due before `mark` and unchanged since it was noted; their
+        entries are consumed. A key noted twice for the same time comes once: a RocksDB store
+        hands out a copy per read, and two copies would both be acted on."""
         heap = self._heap(partition)
-        out: dict[str, dict] = {}      # a key noted twice at the same time is settled once: a
-        while heap and heap[0][0] < mark:       # RocksDB store hands out a copy per read
+        out: dict[str, dict] = {}
+        while heap and heap[0][0] < mark:
             t, key = heapq.heappop(heap)
             if key in out:
                 continue
             state = self.table.get(key)
-            if state is not None and timeline.settle_due(state, self.grace) == t:
+            if state is not None and self.due_of(state) == t:
                 out[key] = state
         return list(out.items())
 
     def forget(self, partitions) -> None:
         for p in partitions:
             self._heaps.pop(p, None)
+
+
+class Expiry(DueIndex):
+    """When each key of a table may be forgotten (`expires_at`), and forgetting it: the
+    tombstone goes to the changelog partition of the event being processed, which is the key's."""
+
+    def __init__(self, table, expires_at: Callable[[dict], float | None],
+                 reason_of: Callable[[dict], str], count: Callable[[str], None]):
+        super().__init__(table, expires_at)
+        self.reason_of = reason_of
+        self.count = count                  # called with the reason of each key forgotten
+
+    def expire(self, partition: int, mark: float) -> int:
+        gone = self.pop_due(partition, mark)
+        for key, state in gone:
+            del self.table[key]
+            self.count(self.reason_of(state))
+        return len(gone)
+
+
+def settle_index(table, grace: float) -> DueIndex:
+    """When each shipment next has something to settle (timeline.settle_due)."""
+    return DueIndex(table, lambda state: timeline.settle_due(state, grace))
 
 
 class _TimerEvent:
@@ -883,7 +860,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     pipe.order_expiry = Expiry(pipe.orders, lambda st: order_side.expires_at(st, retention),
                                order_side.expiry_reason,
                                lambda why: pipe.counters.inc(expired, "orders", why))
-    pipe.settle_index = SettleIndex(pipe.timelines, settings.grace_seconds)
+    pipe.settle_index = settle_index(pipe.timelines, settings.grace_seconds)
     pipe.totals = table("totals")
     pipe.totals.flush_rank = 1      # after the states whose counts they hold (docs/semantics.md)
     # The stream clock: one small value per partition that every worker reads (docs/semantics.md).

@@ -49,7 +49,6 @@ KEPT_AFTER_END = MILESTONE_TYPES | {etype for (_src, etype) in EVENT_EXCEPTIONS}
 class Applied:
     """What one event did to a shipment."""
     state: dict
-    observations: list[tuple] = field(default_factory=list)
     duplicate: bool = False
     late: bool = False
     new_order_ids: list[str] = field(default_factory=list)   # links to publish to the orders side
@@ -363,29 +362,23 @@ def _observe_end(state: dict, policy: SlaPolicy, corr: str, out: list[tuple]) ->
     compact(state)
 
 
-#: How many recent observation-causing input messages a shipment remembers (see `remember`).
+#: How many recent settlements a shipment remembers (see `remember`).
 RECENT_OBSERVING = 4
 
 
 def remember(state: dict, source: str, seq: int, observations: list[tuple]) -> None:
-    """Keep the observations that the input message at (`source`, `seq`) caused.
+    """Keep the observations that settlement number `seq` (of `source`) counted, the last
+    RECENT_OBSERVING of them ("lobs").
 
     The shipment's state and the per-corridor totals are two records (two changelogs). A crash
-    can persist the state without the totals: the redelivered message is then a duplicate here, and
-    `observations_of` gives what it caused so that the caller can add it to totals that lack it.
+    can persist the state without the totals: the worker's successor compares what the states
+    remember with the numbers the totals counted and adds the difference (streams.app
+    Pipeline.reconcile). Observations come back as lists after a changelog round trip;
+    `aggregate.add` takes either.
     """
     kept = state.setdefault("lobs", [])
     kept.append([source, seq, observations])
     del kept[:-RECENT_OBSERVING]
-
-
-def observations_of(state: dict, source: str, seq: int) -> list:
-    """The observations `remember` kept for (`source`, `seq`) (as lists after a changelog round
-    trip; `aggregate.add` takes either), else []."""
-    for src, at, obs in state.get("lobs", ()):
-        if src == source and at == seq:
-            return obs
-    return []
 
 
 def compact(state: dict) -> None:

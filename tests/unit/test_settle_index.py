@@ -1,9 +1,9 @@
-"""The settle index (streams.app.SettleIndex) over a store that hands out a copy per read, as the
+"""The settle index (streams.app.settle_index, a DueIndex) over a store that hands out a copy per read, as the
 RocksDB store does: a shipment noted twice for the same time must be settled once."""
 import copy
 
 from builders import journey
-from streams.app import SettleIndex
+from streams.app import settle_index
 from streams.domain import timeline
 from streams.domain.policy import SlaPolicy
 
@@ -26,7 +26,7 @@ def test_a_shipment_noted_twice_is_settled_once():
             state = timeline.apply(state, source, ev, POLICY).state
     state["p"] = 0
     table = CopyingTable(S1=state)
-    index = SettleIndex(table, grace=0.0)
+    index = settle_index(table, grace=0.0)
     assert index.due(0) is not None            # the hold and the end are waiting
     index.note(0, "S1", table.get("S1"))
     index.note(0, "S1", table.get("S1"))        # noted again, unchanged
