@@ -113,7 +113,10 @@ def stage_durations(state: dict) -> list[tuple[str, float, float | None]]:
 
 def has_parcel_events(state: dict) -> bool:
     """Has any shipment or customs event been applied? (Order facts alone are not a parcel.)"""
-    return any(e[1] != "orders" for e in state["ev"])
+    for e in state["ev"]:
+        if e[1] != "orders":
+            return True
+    return False
 
 
 def expires_at(state: dict, retention: float) -> float | None:
