@@ -373,6 +373,8 @@ class Pipeline:
         self._links_sent_max: dict[int, int] = {}
         self._global_mark: tuple[float, float | None] | None = None   # (wall time, value) cache
         self._settle_marks: dict[int, tuple[float, float | None]] = {}  # p -> (wall, mark)
+        self._ship_keys: dict[int, tuple] = {}     # p -> its shipment side's _topic_clock keys
+        self._expiry_marks: dict[int, tuple[float, float | None]] = {}  # p -> (wall, watermark)
         self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
         #: partition -> shipments with parcel events whose primary order is not known yet.
         self.awaiting_index: dict[int, set[str]] = {}
@@ -504,6 +506,7 @@ class Pipeline:
         for p in gone:
             self._seq.pop(p, None)
             self._settle_marks.pop(p, None)
+            self._expiry_marks.pop(p, None)
         self.settle_index.forget(gone)
         self.timeline_expiry.forget(gone)
         self.order_expiry.forget(gone)
@@ -590,10 +593,17 @@ class Pipeline:
     def clock_bound(self, partition: int) -> float:
         """An upper bound of the partition's settle mark without computing it: the latest event
         time processed on its shipment side (or the wall clock if nothing was)."""
+        keys = self._ship_keys.get(partition)
+        if keys is None:
+            keys = self._ship_keys[partition] = tuple(
+                (topic, partition) for topic in self.side_topics["shipments"])
         clock = self._topic_clock
-        values = [clock[k] for topic in self.side_topics["shipments"]
-                  if (k := (topic, partition)) in clock]
-        return max(values) if values else time.time()
+        bound = None
+        for k in keys:
+            t = clock.get(k)
+            if t is not None and (bound is None or t > bound):
+                bound = t
+        return time.time() if bound is None else bound
 
     def settle(self, partition: int, sid: str, state: dict, mark: float | None) -> None:
         """Settle one shipment (timeline.settle), count what it observed, note when it is next due.
@@ -627,6 +637,18 @@ class Pipeline:
         mark = self.recent_settle_mark(partition)
         if mark is not None and due < mark:
             self.settle_due(partition, mark)
+
+    def recent_watermark(self, partition: int) -> float | None:
+        """The shipment side's `watermark`, read again at most every SETTLE_MARK_SECONDS (for
+        forgetting ended shipments: doing it a few milliseconds later changes nothing). Not for
+        the order side, which links in flight can hold back at any moment."""
+        wall = time.monotonic()
+        cached = self._expiry_marks.get(partition)
+        if cached is not None and wall - cached[0] < SETTLE_MARK_SECONDS:
+            return cached[1]
+        mark = self.watermark(partition)
+        self._expiry_marks[partition] = (wall, mark)
+        return mark
 
     def recent_settle_mark(self, partition: int) -> float | None:
         """`settle_mark`, read again at most every SETTLE_MARK_SECONDS."""
@@ -1010,7 +1032,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             pipe.timeline_expiry.note(p, sid, res.state)
             pipe.maybe_settle(p)
             if pipe.may_expire(pipe.timeline_expiry, msg.partition, "shipments"):
-                mark = pipe.watermark(msg.partition)
+                mark = pipe.recent_watermark(msg.partition)
                 if mark is not None:
                     pipe.timeline_expiry.expire(msg.partition, mark)
             for oid in res.new_order_ids:

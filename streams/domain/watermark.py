@@ -23,8 +23,7 @@ The rule (docs/semantics.md "Bounded state"):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 NEG_INF = float("-inf")
 POS_INF = float("inf")
@@ -33,9 +32,8 @@ POS_INF = float("inf")
 IDLE_AFTER_SECONDS = 300.0
 
 
-@dataclass(frozen=True)
-class Progress:
-    """What a worker knows of one topic partition it reads."""
+class Progress(NamedTuple):
+    """What a worker knows of one topic partition it reads (a tuple: built for many events)."""
     clock: float | None = None          # latest event time read (None: nothing read yet)
     caught_up: bool = False             # the end offset is known and has been reached
     quiet_for: float = 0.0              # wall seconds since the last record read
