@@ -955,7 +955,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                     pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     await pipe.reject(msg, err)
                     continue
-                if await reroute(msg):      # on the wrong partition: sent on to the right one
+                if reroute.misplaced(msg) and await reroute(msg):   # sent on to its partition
                     pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     continue
                 oid = ev["order_id"]
@@ -996,7 +996,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                     pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     await pipe.reject(msg, err)
                     continue
-                if await reroute(msg):      # on the wrong partition: sent on to the right one
+                if reroute.misplaced(msg) and await reroute(msg):   # sent on to its partition
                     pipe.note_time(msg.topic, msg.partition, msg.offset, None)
                     continue
                 source, label = kind, msg.topic

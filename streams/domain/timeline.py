@@ -231,6 +231,8 @@ def is_final(state: dict) -> bool:
 def settle_due(state: dict, grace: float) -> float | None:
     """The watermark beyond which `settle` has something to do for this shipment (-inf: at once),
     else None (nothing, or waiting for facts that only an event brings: its corridor, its order)."""
+    if state["end"] is None and not state["pend"]:
+        return None                 # a parcel on its way: the usual case, decided cheaply
     if corridor(state) == UNKNOWN:
         return None
     if is_final(state):
