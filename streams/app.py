@@ -1054,24 +1054,31 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
 
     @app.timer(SETTLE_IDLE_SECONDS)
     async def settle_idle():
-        """Partitions whose input has ended for now settle against the wall clock (settle_mark):
-        no event will come to do it. Table writes outside a stream event name their partition."""
+        """What no event will come to do: partitions whose input has ended for now settle against
+        the wall clock (settle_mark), and ended shipments that the last event of a burst left
+        due are forgotten (the agents read the watermark at most every SETTLE_MARK_SECONDS).
+        Table writes outside a stream event name their partition."""
         if not pipe.assigned or not pipe._settled():
             return
         if gate is not None and not gate.is_set():
             await gate.wait()
         for p in sorted(pipe.owned_partitions()):
             due = pipe.settle_index.due(p)
-            if due is None:
-                continue
-            mark = pipe.settle_mark(p)
-            if mark is None or mark <= due:
+            mark = pipe.settle_mark(p) if due is not None else None
+            settle = mark is not None and mark > due
+            forget = None
+            if pipe.may_expire(pipe.timeline_expiry, p, "shipments"):
+                forget = pipe.watermark(p)
+            if not settle and forget is None:
                 continue
             standin = _TimerEvent(settings.topic_shipments, p)     # held: the context has a weakref
             token = _current_event.set(weakref.ref(standin))
             try:
                 pipe.reconcile(p)
-                pipe.settle_due(p, mark)
+                if settle:
+                    pipe.settle_due(p, mark)
+                if forget is not None:
+                    pipe.timeline_expiry.expire(p, forget)
             finally:
                 _current_event.reset(token)
 

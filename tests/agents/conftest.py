@@ -214,6 +214,13 @@ class Worker:
 
 
 @pytest.fixture
+def fake_producer():
+    """The FakeProducer class (a fixture: `from conftest import` is ambiguous when pytest runs
+    every tier, each with a conftest.py)."""
+    return FakeProducer
+
+
+@pytest.fixture
 def worker(tmp_path):
     """`async with worker(**settings) as w:` -> a started Worker (inside the test's event loop)."""
 

@@ -112,10 +112,11 @@ class _Message:
         self.headers, self.timestamp = None, 1.7e9
 
 
-async def test_the_warning_names_the_topic_and_the_fix_at_most_once_a_minute_per_topic(caplog):
+async def test_the_warning_names_the_topic_and_the_fix_at_most_once_a_minute_per_topic(
+        caplog, fake_producer):
     from prometheus_client import CollectorRegistry
     from streams.metrics import EventCounters
-    from conftest import FakeProducer
+    FakeProducer = fake_producer             # noqa: N806 (the class, from this tier's conftest)
 
     settings = Settings(app_id="a", partitions=4)
     now = [1000.0]
