@@ -2,7 +2,7 @@
 import orjson
 
 from builders import customs, journey, ship
-from harness import poll, produce, sample, wait_final
+from harness import merge_partitions, poll, produce, sample, wait_final
 
 TOPIC = {"customs": "customs-events", "shipments": "shipments", "orders": "orders"}
 
@@ -62,3 +62,21 @@ def produce_adversarial(broker, workers):
                 ("shipments", ship("S3", "out_for_delivery", 140.0))])
     wait_final(workers)
     return {"s1": {k: sum(1 for kk, _ in s1 if kk == k) for k in TOPIC}, "consumed": consumed}
+
+
+def engine_samples(events):
+    """The pure engine over simulator events (`.topic` = kind, `.value` = event) in the order
+    given, finished (the workers' idle rule), as samples summed over `partition`; and the engine."""
+    from streams.domain.engine import Engine
+    from streams.domain.policy import SlaPolicy
+    from streams.metrics import families
+    eng = Engine(SlaPolicy.load())
+    for e in events:
+        eng.feed(e.topic, e.value)
+    eng.finish()
+    out = {}
+    totals = {(corridor, "all"): tot for corridor, tot in eng.totals.items()}
+    for fam in families(totals, eng.gauges(), eng.latest):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return merge_partitions(out), eng

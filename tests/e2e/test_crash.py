@@ -14,11 +14,8 @@ import time
 from kafka import KafkaProducer
 
 from builders import T0_EPOCH
-from harness import Worker, merge_partitions, poll, series, unique_app_id
-from scenarios import corridor_view
-from streams.domain.engine import Engine
-from streams.domain.policy import SlaPolicy
-from streams.metrics import families
+from harness import Worker, poll, series, unique_app_id
+from scenarios import corridor_view, engine_samples
 from streams.simulate import histories
 
 TOPIC = {"customs": "customs-events", "shipments": "shipments", "orders": "orders"}
@@ -26,16 +23,7 @@ TOPIC = {"customs": "customs-events", "shipments": "shipments", "orders": "order
 
 def expected_metrics(events) -> dict:
     """The pure engine over the same events in the same cross-topic order, rendered as samples."""
-    eng = Engine(SlaPolicy.load())
-    for e in events:
-        eng.feed(e.topic, e.value)
-    eng.finish()
-    out = {}
-    totals = {(corridor, "all"): tot for corridor, tot in eng.totals.items()}
-    for fam in families(totals, eng.gauges(), eng.latest):
-        for s in fam.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return merge_partitions(out)
+    return engine_samples(events)[0]
 
 
 def send(bootstrap, events):

@@ -20,12 +20,10 @@ import orjson
 import pytest
 
 from builders import T0_EPOCH
-from harness import Worker, merge_partitions, poll, series, unique_app_id
-from scenarios import corridor_view
+from harness import Worker, poll, series, unique_app_id
+from scenarios import corridor_view, engine_samples
 from streams.domain.engine import Engine
 from streams.domain.partitioning import partition_for
-from streams.domain.policy import SlaPolicy
-from streams.metrics import families
 from streams.settings import Settings
 from streams.simulate import histories
 
@@ -47,16 +45,7 @@ def scenario():
 
 def oracle(events) -> tuple[dict, Engine]:
     """The pure engine over the same events in the same cross-topic order, as summed samples."""
-    eng = Engine(SlaPolicy.load())
-    for e in events:
-        eng.feed(e.topic, e.value)
-    eng.finish()
-    out = {}
-    totals = {(corridor, "all"): tot for corridor, tot in eng.totals.items()}
-    for fam in families(totals, eng.gauges(), eng.latest):
-        for s in fam.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return merge_partitions(out), eng
+    return engine_samples(events)
 
 
 def produce_with_confluent_defaults(bootstrap: str, events, topics: dict = TOPIC
