@@ -642,23 +642,11 @@ class Pipeline:
         """The shipment side's `watermark`, read again at most every SETTLE_MARK_SECONDS (for
         forgetting ended shipments: doing it a few milliseconds later changes nothing). Not for
         the order side, which links in flight can hold back at any moment."""
-        wall = time.monotonic()
-        cached = self._expiry_marks.get(partition)
-        if cached is not None and wall - cached[0] < SETTLE_MARK_SECONDS:
-            return cached[1]
-        mark = self.watermark(partition)
-        self._expiry_marks[partition] = (wall, mark)
-        return mark
+        return _recent(self._expiry_marks, partition, self.watermark)
 
     def recent_settle_mark(self, partition: int) -> float | None:
         """`settle_mark`, read again at most every SETTLE_MARK_SECONDS."""
-        wall = time.monotonic()
-        cached = self._settle_marks.get(partition)
-        if cached is not None and wall - cached[0] < SETTLE_MARK_SECONDS:
-            return cached[1]
-        mark = self.settle_mark(partition)
-        self._settle_marks[partition] = (wall, mark)
-        return mark
+        return _recent(self._settle_marks, partition, self.settle_mark)
 
     def reconcile(self, partition: int) -> None:
         """Once per assignment, before the partition's first settle: add to the totals the
@@ -854,6 +842,17 @@ class Pipeline:
                 self.clock[key] = t
                 wrote = True
         return wrote
+
+
+def _recent(cache: dict, partition: int, read: Callable[[int], float | None]) -> float | None:
+    """read(partition), reused from `cache` for SETTLE_MARK_SECONDS of wall time."""
+    wall = time.monotonic()
+    cached = cache.get(partition)
+    if cached is not None and wall - cached[0] < SETTLE_MARK_SECONDS:
+        return cached[1]
+    value = read(partition)
+    cache[partition] = (wall, value)
+    return value
 
 
 def _log_send_error(fut) -> None:

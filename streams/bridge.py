@@ -38,7 +38,7 @@ from typing import Callable, TextIO
 
 import orjson
 
-from .cli import CliError
+from .errors import CliError
 
 log = logging.getLogger("corridor.bridge")
 

@@ -13,13 +13,10 @@ import sys
 import time
 import urllib.request
 
+from .errors import CliError
 from .settings import Settings, SettingsError
 
 EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """A one-line message for the user; the command exits with status 2."""
 
 
 def _common(parser: argparse.ArgumentParser, *, web: bool = False) -> None:

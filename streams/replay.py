@@ -24,7 +24,7 @@ from typing import Callable, TextIO
 
 import orjson
 
-from .cli import CliError
+from .errors import CliError
 
 DEFAULT_REJECTS = "replay-rejects.jsonl"
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .cli import CliError
+from .errors import CliError
 from .domain import aggregate, timeline
 from .domain.aggregate import OpenGauges
 from .domain.engine import Engine
