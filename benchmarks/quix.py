@@ -291,7 +291,7 @@ def serve(args) -> int:
                                 "src": f"{ctx.topic}|{ctx.partition}", "offset": ctx.offset})
         # links are resent for a duplicate too (timeline.apply: the order side dedupes them)
         for oid in res.new_order_ids:
-            out.append({"order_id": oid, "shipment_id": sid, "at": res.state["last"]})
+            out.append({"order_id": oid, "shipment_id": sid, "at": res.event_time})
         counts["links_sent"] += len(res.new_order_ids)
         return out
 

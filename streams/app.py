@@ -93,7 +93,9 @@ class DueIndex:
 
     def due(self, partition: int) -> float | None:
         """The earliest time at which a key of the partition is due (None: none is)."""
-        heap = self._heap(partition)
+        heap = self._heaps.get(partition)
+        if heap is None:
+            heap = self._heap(partition)
         return heap[0][0] if heap else None
 
     def pop_due(self, partition: int, mark: float) -> list[tuple[str, dict]]:
@@ -358,6 +360,13 @@ class Pipeline:
             self.kind_of[name] = kind
             side = "orders" if kind == "orders" else "shipments"
             self.side_topics[side] = (*self.side_topics[side], name)
+        #: topic -> the sides of the join it belongs to (note_time keeps each side's bound).
+        self._sides_of: dict[str, tuple[str, ...]] = {
+            topic: tuple(side for side, names in self.side_topics.items() if topic in names)
+            for names in self.side_topics.values() for topic in names}
+        #: (side, partition) -> the latest event time processed on any topic of that side: an
+        #: upper bound of its watermark, read per event (clock_bound, may_expire).
+        self._side_bound: dict[tuple[str, int], float] = {}
         self._clock: dict[int, float] = {}
         #: (topic, partition) -> latest event time processed there, the offset of the last message
         #: processed, and the wall time of that message: what `watermark` needs of each topic
@@ -373,7 +382,6 @@ class Pipeline:
         self._links_sent_max: dict[int, int] = {}
         self._global_mark: tuple[float, float | None] | None = None   # (wall time, value) cache
         self._settle_marks: dict[int, tuple[float, float | None]] = {}  # p -> (wall, mark)
-        self._ship_keys: dict[int, tuple] = {}     # p -> its shipment side's _topic_clock keys
         self._expiry_marks: dict[int, tuple[float, float | None]] = {}  # p -> (wall, watermark)
         self.open_index: dict[int, dict[str, tuple]] = {}   # partition -> {shipment: open entry}
         #: partition -> shipments with parcel events whose primary order is not known yet.
@@ -498,6 +506,7 @@ class Pipeline:
             self.awaiting_index.pop(p, None)
             self.pending_index.pop(p, None)
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
+        self._side_bound = {k: v for k, v in self._side_bound.items() if k[1] not in gone}
         self._topic_offset = {k: v for k, v in self._topic_offset.items() if k[1] not in gone}
         read = self.app.monitor.tp_read_offsets     # so a partition given back starts unread
         for tp in [tp for tp in read if tp.partition in gone]:
@@ -593,16 +602,7 @@ class Pipeline:
     def clock_bound(self, partition: int) -> float:
         """An upper bound of the partition's settle mark without computing it: the latest event
         time processed on its shipment side (or the wall clock if nothing was)."""
-        keys = self._ship_keys.get(partition)
-        if keys is None:
-            keys = self._ship_keys[partition] = tuple(
-                (topic, partition) for topic in self.side_topics["shipments"])
-        clock = self._topic_clock
-        bound = None
-        for k in keys:
-            t = clock.get(k)
-            if t is not None and (bound is None or t > bound):
-                bound = t
+        bound = self._side_bound.get(("shipments", partition))
         return time.time() if bound is None else bound
 
     def settle(self, partition: int, sid: str, state: dict, mark: float | None) -> None:
@@ -816,6 +816,11 @@ class Pipeline:
             old = self._topic_clock.get(key)
             if old is None or event_time > old:
                 self._topic_clock[key] = event_time
+                bounds = self._side_bound
+                for side in self._sides_of.get(topic, ()):
+                    b = bounds.get((side, partition))
+                    if b is None or event_time > b:
+                        bounds[side, partition] = event_time
 
     def may_expire(self, expiry: Expiry, partition: int, side: str) -> bool:
         """Could the side's watermark have passed the partition's earliest expiry? (The watermark
@@ -823,9 +828,8 @@ class Pipeline:
         due = expiry.due(partition)
         if due is None:
             return False
-        clock = self._topic_clock
-        return any(due < clock.get((topic, partition), wm.NEG_INF)
-                   for topic in self.side_topics[side])
+        bound = self._side_bound.get((side, partition))
+        return bound is not None and due < bound
 
     def persist_clock(self) -> bool:
         """Share this worker's partition clocks with every worker (the global `clock` table);
@@ -1011,9 +1015,9 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
             if res.duplicate:
                 if kind != "forwarded":
                     counters.inc(counters.duplicate, label)
-                    pipe.note_time(msg.topic, msg.partition, msg.offset, parse_time(ev["occurred_at"]))
+                    pipe.note_time(msg.topic, msg.partition, msg.offset, res.event_time)
                 for oid in res.new_order_ids:       # resent: see timeline.apply
-                    await pipe.send_link(oid, sid, res.state["last"])
+                    await pipe.send_link(oid, sid, res.event_time)
                 continue
             if kind != "forwarded":
                 counters.inc(counters.applied, label)
@@ -1035,7 +1039,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                 if mark is not None:
                     pipe.timeline_expiry.expire(msg.partition, mark)
             for oid in res.new_order_ids:
-                await pipe.send_link(oid, sid, res.state["last"])
+                await pipe.send_link(oid, sid, res.event_time)
 
     _ = (in_orders, in_shipments, in_customs)   # declared so Faust knows their partition counts
 

@@ -50,6 +50,11 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+#: The last string parse_time parsed and its value: the codec checks an event's occurred_at and
+#: the domain then reads the same string object, so the second call is an identity test.
+_last_parsed: tuple[object, float] = (object(), 0.0)
+
+
 def parse_time(s: str) -> float:
     """ISO-8601 date-time with a mandatory UTC offset ('Z' or ±HH:MM) -> epoch seconds.
 
@@ -57,6 +62,16 @@ def parse_time(s: str) -> float:
     without an offset is a different instant on every producer host (and in every country a
     parcel crosses): it is refused rather than guessed.
     """
+    global _last_parsed
+    last = _last_parsed
+    if s is last[0]:
+        return last[1]
+    t = _parse_time(s)
+    _last_parsed = (s, t)
+    return t
+
+
+def _parse_time(s: str) -> float:
     if not isinstance(s, str):
         raise ValueError(f"{s!r} is not a string")
     try:

@@ -51,7 +51,11 @@ class Applied:
     state: dict
     duplicate: bool = False
     late: bool = False
-    new_order_ids: list[str] = field(default_factory=list)   # links to publish to the orders side
+    #: Links to publish to the orders side, each stamped with `event_time`: the event-time at
+    #: which the shipment named the order. (Not the shipment's latest time: a link in flight
+    #: holds the order side's watermark at its stamp, and a stamp later than the order's expiry
+    #: would let the order go before the link reaches it; docs/semantics.md "Bounded state".)
+    new_order_ids: list[str] = field(default_factory=list)
     event_time: float | None = None                          # occurred_at of this event
 
 
@@ -173,7 +177,8 @@ def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
         # Links are sent again for a redelivered event: the first send may have been lost in a
         # crash after the state reached the changelog (the order side dedupes links).
         return Applied(state, duplicate=True,
-                       new_order_ids=list(event.get("order_ids") or ()) if source == "shipments" else [])
+                       new_order_ids=list(event.get("order_ids") or ()) if source == "shipments" else [],
+                       event_time=parse_time(event["occurred_at"]))
     state["seen"].append(eid)
     if len(state["seen"]) > SEEN_CAP:
         del state["seen"][0]

@@ -24,6 +24,7 @@ nothing dead-lettered as expired, no shipment left waiting for its order.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter, deque
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -134,7 +135,7 @@ class Fleet:
             self.settle_due(p, mark)
             self.forget("shipments", p)
         for oid in res.new_order_ids:
-            self.publish("links", oid, (oid, sid, res.state["last"]))
+            self.publish("links", oid, (oid, sid, res.event_time))
 
 
     def settle(self, sid: str, mark: float | None) -> None:
@@ -269,7 +270,14 @@ def ended_figures(totals: dict) -> dict:
     return {c: v for c, v in out.items() if any(v)}
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: `make test` runs the same 400 examples every time (derandomized: a failure there is
+#: reproducible, never a flake). To search further, as after any change to the rule:
+#: CORRIDOR_PROPERTY_EXPLORE=20000 pytest tests/unit/test_arrival_schedules.py (random seeds).
+EXPLORE = int(os.environ.get("CORRIDOR_PROPERTY_EXPLORE", "0"))
+
+
+@settings(max_examples=EXPLORE or 400, derandomize=not EXPLORE, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(runs())
 def test_figures_do_not_depend_on_the_arrival_schedule(run):
     events = run[0]
