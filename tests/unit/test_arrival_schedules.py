@@ -310,3 +310,33 @@ def test_a_links_topic_not_read_yet_keeps_the_orders_that_links_will_need():
     fleet.idle()
     assert ended_figures(fleet.totals) == ended_figures(oracle(events).totals)
     assert sum(fleet.totals["CN-AU"]["delivered"].values()) == 6
+
+
+def test_a_second_parcel_read_after_its_customs_scans_still_finds_its_order():
+    """Found by the property test: an order with two parcels. The first parcel's link refreshes
+    the order; the second parcel's customs scans (days after its label) are read before its
+    label, so its shipment's latest time is past the order's expiry when the label sends its
+    link. Stamped with that latest time, the link in flight let the order go (the parcel was
+    never counted); stamped with the label's own time, it holds the order."""
+    events = [("orders", order("O1", 0)), ("orders", order("O5", 280)),
+              ("shipments", ship("S1-0", "label_created", 1, order_ids=["O1"])),
+              ("customs", customs("S1-1", "declaration_lodged", 300, country="AU")),
+              ("customs", customs("S1-1", "released", 301, country="AU")),
+              ("shipments", ship("S5", "label_created", 290, order_ids=["O5"])),
+              ("shipments", ship("S1-1", "label_created", 60, order_ids=["O1"])),
+              ("shipments", ship("S1-1", "delivered", 302))]
+    fleet = Fleet(1)
+    key = {"orders": "order_id", "shipments": "shipment_id", "customs": "shipment_id"}
+    for kind, ev in events:
+        fleet.publish(kind, ev[key[kind]], ev)
+    # Both orders, the first parcel and its link (O1 now expires a retention after hour 1), the
+    # second parcel's customs scans, then every label (links stamped and sent), then the links.
+    for tp in [("orders", 0), ("orders", 0), ("shipments", 0), ("links", 0)]:
+        fleet.step(tp)
+    for topic in ("customs", "shipments", "links", "forwarded"):
+        while fleet.queues[(topic, 0)]:
+            fleet.step((topic, 0))
+    fleet.idle()
+    assert fleet.expired[("orders", "order_never_arrived")] == 0
+    assert ended_figures(fleet.totals) == ended_figures(oracle(events).totals)
+    assert sum(fleet.totals["CN-AU"]["delivered"].values()) == 1
