@@ -49,4 +49,13 @@ if _TRIGGER:
             _since_marker[topic, partition] = _since_marker.get((topic, partition), 0) + 1
         return await _send(self, topic, value, key, partition, *args, **kwargs)
 
+    _send_batch = AIOKafkaProducer.send_batch
+
+    async def send_batch(self, batch, topic, *, partition):
+        if topic.endswith("-changelog"):        # the worker writes changelogs in whole batches
+            _since_marker[topic, partition] = (_since_marker.get((topic, partition), 0)
+                                               + batch.record_count())
+        return await _send_batch(self, batch, topic, partition=partition)
+
     AIOKafkaProducer.send = send
+    AIOKafkaProducer.send_batch = send_batch
