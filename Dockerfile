@@ -16,11 +16,11 @@ RUN mkdir -p streams/domain && touch streams/__init__.py streams/domain/__init__
     && /opt/venv/bin/pip uninstall -y corridor
 COPY streams/ streams/
 COPY schemas/ schemas/
-# Editable on purpose: streams/codec.py reads the wire contract from <repo>/schemas, next to the
+# Editable on purpose: streams/contract/codec.py reads the wire contract from <repo>/schemas, next to the
 # package, which a regular (wheel) install would leave behind.
 RUN /opt/venv/bin/pip install --no-deps -e . \
     && /opt/venv/bin/corridor --help >/dev/null \
-    && /opt/venv/bin/python -c "from streams.codec import Decoder; Decoder('shipments')"
+    && /opt/venv/bin/python -c "from streams.contract.codec import Decoder; Decoder('shipments')"
 
 FROM python:3.11.13-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \

@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BenchWorker, produce, unique_app_id, workload  # noqa: E402
 from exactness import (Settled, by_label, diff, engine_series, format_diff, health,  # noqa: E402
                        read_topic, snapshot, source_label, total, wait_settled)
-from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.broker.embedded import EmbeddedBroker  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import dlq_name  # noqa: E402
 

@@ -26,9 +26,9 @@ for _p in (str(ROOT / "tests" / "e2e"), str(ROOT / "tests"), str(ROOT)):
         sys.path.insert(0, _p)
 
 from harness import Worker, poll, unique_app_id  # noqa: E402
-from streams.broker import EmbeddedBroker, create_topics  # noqa: E402
+from streams.broker.embedded import EmbeddedBroker, create_topics  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.simulate import histories  # noqa: E402
+from streams.tools.simulate import histories  # noqa: E402
 from streams.topics import all_topics  # noqa: E402
 
 __all__ = ["ROOT", "BenchWorker", "poll", "unique_app_id", "workload", "start_broker", "produce",
@@ -273,7 +273,7 @@ class GroupProgress:
 
     def changelog_records(self) -> dict[str, int]:
         """Records written to each table's changelog: one per key per commit, and on the embedded
-        broker one end marker per partition written per flushed rank (streams.faust_patches)."""
+        broker one end marker per partition written per flushed rank (streams.worker.faust_patches)."""
         return {name: sum(self.end_offsets(tps).values())
                 for name, tps in self.changelogs.items()}
 

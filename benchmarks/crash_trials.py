@@ -12,7 +12,7 @@ from test_crash import test_sigkill_mid_stream_then_recovery_gives_the_clean_fig
 
 def main() -> int:
     import tempfile
-    from streams.broker import EmbeddedBroker
+    from streams.broker.embedded import EmbeddedBroker
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     ok = 0
     for i in range(trials):

@@ -17,7 +17,7 @@ import orjson
 from streams.domain.engine import Engine
 from streams.domain.policy import SlaPolicy
 from streams.domain.timeline import KEPT_AFTER_END, stage_durations
-from streams.metrics import totals_families
+from streams.worker.metrics import totals_families
 
 NAMES = ("corridor_shipments_delivered_total", "corridor_shipment_exceptions_total",
          "corridor_shipment_transit_seconds_count", "corridor_shipment_transit_seconds_sum",

@@ -6,7 +6,7 @@ memory (orders joined to shipments, timelines, per-corridor totals), and counts 
 per topic in a dict. No Faust, no tables, no changelogs, no internal topics, no commits, no
 metrics endpoint: what is left is aiokafka's fetch path, orjson and the domain code, i.e. the
 Python overhead below which no worker on this broker can go. `--validate` also runs every event
-through corridor's contract decoder (streams.codec.Decoder: JSON Schema + timestamp + key
+through corridor's contract decoder (streams.contract.codec.Decoder: JSON Schema + timestamp + key
 checks), as the worker does.
 
 The clock runs from the moment the consumer is started and assigned (before the first fetch)
@@ -50,7 +50,7 @@ async def consume(bootstrap: str, expected: int, partitions: int, validate: bool
     engine = Engine(SlaPolicy.load())
     decoders = None
     if validate:
-        from streams.codec import Decoder
+        from streams.contract.codec import Decoder
         decoders = {kind: Decoder(kind) for kind in KIND.values()}
     consumed: dict[str, int] = {topic: 0 for topic in KIND}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,

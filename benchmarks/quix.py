@@ -1,6 +1,6 @@
 """Throughput of corridor's job written as a Quix Streams application, on the same broker and workload.
 
-Same job as the corridor worker (streams/app.py, agents `join_orders` and `timelines`), with the
+Same job as the corridor worker (streams/worker/app.py, agents `join_orders` and `timelines`), with the
 same pure domain functions, so that every event goes through the same logic:
 
     orders (key order_id) ──────────┐  stateful: order_side.apply_order_event / apply_link

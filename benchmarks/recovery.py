@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 
 from harness import Worker, poll, sample, series, unique_app_id  # noqa: E402
-from streams.broker import EmbeddedBroker, create_topics  # noqa: E402
+from streams.broker.embedded import EmbeddedBroker, create_topics  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import all_topics  # noqa: E402
 

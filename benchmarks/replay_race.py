@@ -4,7 +4,7 @@ starting, then the worker's delivered figures against `corridor report` on the s
 Per trial: a fresh embedded broker (new cluster id), a fresh app id, ONE `corridor worker`
 (CORRIDOR_PROFILE=embedded, as tests/e2e/harness.Worker starts it). As soon as its web port
 answers HTTP at all (/health still 503: not in the group, or recovering), `corridor replay
---input-format csv-orders --mapping streams/mappings/olist.toml /work/shared/data/olist-10k` is run
+--input-format csv-orders --mapping streams/feeds/mappings/olist.toml /work/shared/data/olist-10k` is run
 against that broker. Then the tool waits until the figures are final: the group has committed the
 end offset of every partition of the input and internal join topics (read from the broker), and
 the worker's delivered total has not changed for --quiet seconds (default 15).
@@ -39,7 +39,7 @@ import common  # noqa: E402
 from common import BenchWorker, ROOT, unique_app_id  # noqa: E402
 from exactness import (COUNTER_SERIES, DELIVERED, Settled, by_label, diff, format_diff,  # noqa: E402
                        health, snapshot, source_label, total, wait_settled)
-from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.broker.embedded import EmbeddedBroker  # noqa: E402
 
 OLIST = Path("/work/shared/data/olist-10k")
 if not OLIST.is_dir():

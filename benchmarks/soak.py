@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests"), str(RO
 
 from common import rss_mib  # noqa: E402
 from harness import Worker, series, unique_app_id  # noqa: E402
-from streams.broker import EmbeddedBroker  # noqa: E402
+from streams.broker.embedded import EmbeddedBroker  # noqa: E402
 
 
 def main() -> int:

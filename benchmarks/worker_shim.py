@@ -4,7 +4,7 @@
    CORRIDOR_STORE=rocksdb:// the worker crashes about a second after start: the `clock`
    GlobalTable is written by a timer (`share_clock` -> `persist_clock`), outside any stream
    event, and faust's RocksDB store asserts `current_event() is not None` in `_set`
-   (faust/stores/rocksdb.py). The fix proposed for streams/app.py keeps that small global table
+   (faust/stores/rocksdb.py). The fix proposed for streams/worker/app.py keeps that small global table
    in memory (it is recovered from its changelog at start like any memory table):
 
        pipe.clock = app.GlobalTable("clock", ..., store="memory://clock")
@@ -13,7 +13,7 @@
    and yarl's URL("memory://") is falsy.
 
 2. Faust setting overrides for what-if runs: CORRIDOR_BENCH_FAUST='{"producer_max_batch_size": 16384}'
-   (JSON) is merged over what streams.app.faust_settings() returns
+   (JSON) is merged over what streams.worker.app.faust_settings() returns
    (`python benchmarks/pipeline.py --faust producer_max_batch_size=16384`).
 
 3. CORRIDOR_BENCH_FETCH_MAX_WAIT_MS=100: the consumer's fetch_max_wait_ms, which faust hard-codes
@@ -54,7 +54,7 @@ faust.App.GlobalTable = _global_table
 
 _overrides = json.loads(os.environ.get("CORRIDOR_BENCH_FAUST") or "{}")
 if _overrides:
-    import streams.app as _app
+    import streams.worker.app as _app
 
     _faust_settings = _app.faust_settings
 

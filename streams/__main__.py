@@ -1,4 +1,4 @@
 """python -m streams == the `corridor` command."""
-from .cli import main
+from streams.cli import main
 
 raise SystemExit(main())

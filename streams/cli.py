@@ -13,8 +13,8 @@ import sys
 import time
 import urllib.request
 
-from .errors import CliError
-from .settings import Settings, SettingsError
+from streams.errors import CliError
+from streams.settings import Settings, SettingsError
 
 EXIT_USAGE = 2
 
@@ -53,25 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="publish realistic cross-border traffic")
     _common(p)
-    from . import simulate
+    from streams.tools import simulate
     simulate.add_arguments(p)
 
     p = sub.add_parser("replay", help="publish an event log or feed documents to the input topics")
     _common(p)
-    from . import replay
+    from streams.tools import replay
     replay.add_arguments(p)
 
     p = sub.add_parser("bridge", help="live: convert a raw DCSA / EPCIS feed topic into the input topics")
     _common(p)
-    from . import bridge
+    from streams.feeds import bridge
     bridge.add_arguments(p)
 
     p = sub.add_parser("shipment", help="one shipment's timeline from a worker, as a table")
-    from . import shipment_view
+    from streams.tools import shipment_view
     shipment_view.add_arguments(p)
 
     p = sub.add_parser("report", help="corridor SLA figures of an event log, in batch")
-    from . import report
+    from streams.tools import report
     report.add_arguments(p)
 
     p = sub.add_parser("demo", help="embedded broker + one worker + simulator; Ctrl-C stops all")
@@ -98,24 +98,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "broker":
-            from .broker import run_foreground
+            from streams.broker.embedded import run_foreground
             return run_foreground(args.port, args.host)
         if args.command == "worker":
             return run_worker(settings_from(args), extra)
         if args.command == "simulate":
-            from . import simulate
+            from streams.tools import simulate
             return simulate.main(settings_from(args), args)
         if args.command == "replay":
-            from . import replay
+            from streams.tools import replay
             return replay.main(settings_from(args), args)
         if args.command == "bridge":
-            from . import bridge
+            from streams.feeds import bridge
             return bridge.main(settings_from(args), args)
         if args.command == "shipment":
-            from . import shipment_view
+            from streams.tools import shipment_view
             return shipment_view.main(args)
         if args.command == "report":
-            from . import report
+            from streams.tools import report
             return report.main(args)
         if args.command == "demo":
             return run_demo(args)
@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_worker(settings: Settings, faust_args: list[str]) -> int:
-    from .app import create_app
-    from .domain.policy import PolicyError, SlaPolicy
-    from .broker import BrokerError
-    from .topics import all_topics
+    from streams.worker.app import create_app
+    from streams.domain.policy import PolicyError, SlaPolicy
+    from streams.broker.embedded import BrokerError
+    from streams.topics import all_topics
     try:
         policy = SlaPolicy.load(settings.sla_policy or None)
     except PolicyError as exc:
@@ -159,7 +159,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
 def _ensure_topics_waiting(settings: Settings, topics: dict[str, int]) -> None:
     """`ensure_topics`, retried while the brokers cannot be reached (a broker restarting or
     stalled must not stop a worker from starting), for up to settings.broker_wait_seconds."""
-    from .broker import BrokerError, BrokerUnreachable
+    from streams.broker.embedded import BrokerError, BrokerUnreachable
     deadline = time.monotonic() + settings.broker_wait_seconds
     delay = 1.0
     while True:
@@ -180,8 +180,8 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> None:
     """Create missing topics; refuse input topics whose partition count breaks co-partitioning."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
-    from .broker import BrokerError, BrokerUnreachable, create_topics
-    from .security import kafka_python_options
+    from streams.broker.embedded import BrokerError, BrokerUnreachable, create_topics
+    from streams.security import kafka_python_options
     try:
         admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
                                  client_id="corridor-setup", request_timeout_ms=10000,
@@ -211,7 +211,7 @@ def ensure_topics(settings: Settings, topics: dict[str, int]) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """What `make demo` runs: everything on loopback, stopped together on Ctrl-C."""
-    from .broker import EmbeddedBroker
+    from streams.broker.embedded import EmbeddedBroker
     broker = EmbeddedBroker(port=args.port).start()
     env = dict(os.environ, CORRIDOR_BROKER=broker.url, CORRIDOR_PROFILE="embedded",
                CORRIDOR_APP_ID=f"corridor-demo-{int(time.time())}",

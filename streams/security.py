@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ssl
 
-from .settings import Settings
+from streams.settings import Settings
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -110,7 +110,7 @@ class Settings:
     @property
     def rerouted_topics(self) -> dict[str, str]:
         """Internal: kind -> where the input topic's records read on another partition than
-        murmur2 of their key gives are sent on, to that partition (streams/reroute.py)."""
+        murmur2 of their key gives are sent on, to that partition (streams/worker/reroute.py)."""
         return {kind: f"{self.app_id}-rerouted-{kind}" for kind in self.input_topics}
 
     @property

@@ -1,7 +1,7 @@
 """Topic names: inputs, internal join and reroute topics, dead-letter topics."""
 from __future__ import annotations
 
-from .settings import Settings
+from streams.settings import Settings
 
 DLQ_SUFFIX = ".dlq"
 

@@ -1,7 +1,7 @@
 """Hypothesis strategies for the wire contract: Kafka messages, each with the outcome it must get.
 
 A `Msg` is one message (kind, key, value, headers) and `expect`: "applied", "duplicate" or the
-rejection reason (streams.codec.REASONS, or the pipeline's "expired" when `Clock.stale_max` is
+rejection reason (streams.contract.codec.REASONS, or the pipeline's "expired" when `Clock.stale_max` is
 set). `expect` follows from how the message was generated (which field was broken, and how),
 never from asking the codec, so the codec unit properties (tests/unit/test_codec_properties.py)
 and the worker e2e properties (tests/e2e/test_properties.py) check corridor against an
@@ -11,7 +11,7 @@ independent oracle. Field names, enums and required lists are read from schemas/
 The oracle applies the codec's documented precedence when one message has several faults:
 empty, too_large, not_utf8 / not_json, not_object, unknown_event_type, schema, bad_timestamp,
 missing_key, key_mismatch ("a new event type is counted as such"; "anything else wrong with the
-message wins over a timestamp": see streams/codec.py).
+message wins over a timestamp": see streams/contract/codec.py).
 
 Limits are the worker's defaults (Decoder/Settings): occurred_at at most 7 days ahead of the
 clock and not before 2000-01-01Z, other date-times at most 366 days after occurred_at, values up

@@ -1,6 +1,6 @@
 """Grafana dashboards as code: writes deploy/grafana/dashboards/*.json (`make dashboards`).
 
-Three dashboards over the corridor metric contract (streams/metrics.py, docs/semantics.md):
+Three dashboards over the corridor metric contract (streams/worker/metrics.py, docs/semantics.md):
 
 * corridor-overview     on-time rate, overdue, transit p50/p90/p95, traffic per corridor
 * corridor-bottlenecks  stage dwell percentiles, time beyond target per corridor x stage, fleet bottleneck

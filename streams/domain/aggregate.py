@@ -16,9 +16,9 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .policy import SlaPolicy
-from .stages import STAGES
-from .timeline import open_entry
+from streams.domain.policy import SlaPolicy
+from streams.domain.stages import STAGES
+from streams.domain.timeline import open_entry
 
 HOUR, DAY = 3600.0, 86400.0
 #: Transit time buckets (seconds): parcels take days to weeks.

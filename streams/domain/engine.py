@@ -12,8 +12,8 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from . import aggregate, orders as order_side, timeline
-from .policy import SlaPolicy
+from streams.domain import aggregate, orders as order_side, timeline
+from streams.domain.policy import SlaPolicy
 
 
 class Engine:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .stages import parse_time
+from streams.domain.stages import parse_time
 
 MAX_ORDER_EVENTS = 16
 MAX_LINKS = 256

@@ -5,7 +5,7 @@ and its state must all sit on the partition that murmur2 of the key picks, which
 Java client, kafka-python and aiokafka do by default. librdkafka clients (confluent-kafka, kcat)
 default to `consistent_random` (CRC32) instead, which puts about 3 keys in 4 elsewhere with 4
 partitions; the worker uses `partition_for` to find such records and route them where they belong
-(streams/reroute.py).
+(streams/worker/reroute.py).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .stages import SERVICE_LEVELS, STAGES
+from streams.domain.stages import SERVICE_LEVELS, STAGES
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parent.parent / "sla_policy.toml"
 HOUR = 3600.0

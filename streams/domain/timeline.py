@@ -31,8 +31,8 @@ import bisect
 import sys
 from dataclasses import dataclass, field
 
-from .policy import SlaPolicy
-from .stages import (END_EVENTS, EVENT_EXCEPTIONS, MILESTONES, STAGE_RANK, STAGES, UNKNOWN,
+from streams.domain.policy import SlaPolicy
+from streams.domain.stages import (END_EVENTS, EVENT_EXCEPTIONS, MILESTONES, STAGE_RANK, STAGES, UNKNOWN,
                      corridor_of, iso, parse_time)
 
 #: Allowed lateness (seconds of event time): a shipment's figures are final once the watermark
@@ -382,7 +382,7 @@ def remember(state: dict, source: str, seq: int, observations: list[tuple]) -> N
 
     The shipment's state and the per-corridor totals are two records (two changelogs). A crash
     can persist the state without the totals: the worker's successor compares what the states
-    remember with the numbers the totals counted and adds the difference (streams.app
+    remember with the numbers the totals counted and adds the difference (streams.worker.app
     Pipeline.reconcile). Observations come back as lists after a changelog round trip;
     `aggregate.add` takes either.
     """

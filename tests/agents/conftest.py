@@ -15,8 +15,8 @@ How the agents are driven (every seam is named here, so a Faust upgrade that bre
   changelog write and partitions keys with aiokafka's default partitioner (murmur2), as the real
   producer does. Messages sent to the two internal join topics are carried to the other agent on
   the partition the real producer would have chosen; that is the whole join, done faithfully.
-  Records an agent sends on to their key's partition (streams/reroute.py) are carried the same way.
-* Tables write their changelog behind (streams.app.Utf8KeyTable): the real producer sends the
+  Records an agent sends on to their key's partition (streams/worker/reroute.py) are carried the same way.
+* Tables write their changelog behind (streams.worker.app.Utf8KeyTable): the real producer sends the
   pending records before each commit. `Worker.commit()` does what that flush does
   (`faust_patches.write_changelogs`), so a test sees changelog records only after it.
 * `Pipeline.settle_mark` and `clock_bound` are replaced on the instance: with no consumer the
@@ -44,8 +44,8 @@ from faust.types import TP, Message
 from prometheus_client.parser import text_string_to_metric_families
 from faust.types.tuples import RecordMetadata
 
-from streams.app import create_app
-from streams.faust_patches import write_changelogs
+from streams.worker.app import create_app
+from streams.worker.faust_patches import write_changelogs
 from streams.domain.policy import SlaPolicy
 from streams.settings import Settings
 

@@ -148,7 +148,7 @@ async def test_shipment_before_its_order_gives_the_same_totals(worker):
 
 def test_tables_key_by_the_producers_bytes_so_views_route_to_the_owner():
     """table_route hashes the serialized key: it must be the bytes producers key the topics with."""
-    from streams.app import create_app
+    from streams.worker.app import create_app
     from streams.settings import Settings
     app = create_app(Settings(app_id="routing-check"))
     for table in (app.corridor.timelines, app.corridor.orders, app.corridor.totals):

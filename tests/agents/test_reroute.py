@@ -1,5 +1,5 @@
 """Records on the wrong partition (a producer without Kafka's default partitioner) are sent on to
-their key's partition through `<app>-rerouted-<kind>` and processed there (streams/reroute.py).
+their key's partition through `<app>-rerouted-<kind>` and processed there (streams/worker/reroute.py).
 
 The worker here carries what the agents send to the rerouted topics back to them on the partition
 given, as the broker would (conftest.py), so a whole journey produced on the wrong partitions must
@@ -10,7 +10,7 @@ import logging
 import orjson
 
 from builders import journey, ship
-from streams.reroute import WARN_EVERY_SECONDS, Rerouter
+from streams.worker.reroute import WARN_EVERY_SECONDS, Rerouter
 from streams.settings import Settings
 from test_agents import CONSUMED, DUPLICATE, REJECTED, assert_complete_journey
 
@@ -115,7 +115,7 @@ class _Message:
 async def test_the_warning_names_the_topic_and_the_fix_at_most_once_a_minute_per_topic(
         caplog, fake_producer):
     from prometheus_client import CollectorRegistry
-    from streams.metrics import EventCounters
+    from streams.worker.metrics import EventCounters
     FakeProducer = fake_producer             # noqa: N806 (the class, from this tier's conftest)
 
     settings = Settings(app_id="a", partitions=4)

@@ -1,7 +1,7 @@
 """e2e fixtures: one embedded broker per test module, a log directory, worker factory."""
 import pytest
 
-from streams.broker import EmbeddedBroker
+from streams.broker.embedded import EmbeddedBroker
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def engine_samples(events):
     given, finished (the workers' idle rule), as samples summed over `partition`; and the engine."""
     from streams.domain.engine import Engine
     from streams.domain.policy import SlaPolicy
-    from streams.metrics import families
+    from streams.worker.metrics import families
     eng = Engine(SlaPolicy.load())
     for e in events:
         eng.feed(e.topic, e.value)

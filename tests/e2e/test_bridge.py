@@ -19,10 +19,10 @@ import pytest
 from kafka import KafkaProducer
 
 from harness import REPO, consume_all, poll
-from streams.adapters import dcsa, epcis
-from streams.adapters.sources import Checker
-from streams.bridge import translate
-from streams.broker import create_topics
+from streams.feeds import dcsa, epcis
+from streams.feeds.sources import Checker
+from streams.feeds.bridge import translate
+from streams.broker.embedded import create_topics
 
 STANDARDS = shared_data() / "standards"
 TNT_220 = STANDARDS / "dcsa" / "tnt-220-response.json"

@@ -17,9 +17,9 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from streams import broker as broker_mod
-from streams import simulate
-from streams.broker import BrokerError, EmbeddedBroker, create_topics
+from streams.broker import embedded as broker_mod
+from streams.tools import simulate
+from streams.broker.embedded import BrokerError, EmbeddedBroker, create_topics
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ def test_context_manager_and_restart_keep_the_port_with_a_new_cluster():
 
 def test_corridor_broker_foreground_prints_one_line_and_stops_on_sigterm():
     port = broker_mod._free_port("127.0.0.1")
-    code = "import sys; from streams.broker import run_foreground; sys.exit(run_foreground(%d, '127.0.0.1'))"
+    code = "import sys; from streams.broker.embedded import run_foreground; sys.exit(run_foreground(%d, '127.0.0.1'))"
     proc = subprocess.Popen([sys.executable, "-c", code % port], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

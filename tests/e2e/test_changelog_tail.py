@@ -2,7 +2,7 @@
 killed between a commit's records and its markers leaves): the embedded broker's ListOffsets
 stops at that batch's first record, recovery reads to the true end anyway, and a worker whose
 store has seen further does not die at the next rebalance (docs/semantics.md "Crashes",
-docs/broker.md "The ListOffsets tail", streams/faust_patches.py `_recovery_ends_patch`).
+docs/broker.md "The ListOffsets tail", streams/worker/faust_patches.py `_recovery_ends_patch`).
 """
 import asyncio
 import os
@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 
 from builders import T0_EPOCH
 from harness import Worker, poll, sample, series, unique_app_id
-from streams import faust_patches
-from streams.broker import EmbeddedBroker, create_topics
-from streams.changelog_ends import true_end_offsets
-from streams.simulate import histories
+from streams.worker import faust_patches
+from streams.broker.embedded import EmbeddedBroker, create_topics
+from streams.worker.changelog_ends import true_end_offsets
+from streams.tools.simulate import histories
 from test_crash import expected_metrics, send
 
 
@@ -112,7 +112,7 @@ def test_faust_recovery_reads_a_changelog_to_its_true_end(broker):
 
     async def build(fn, registry) -> dict:
         app = faust.App(unique_app_id("tail-recovery"), broker=broker.url)
-        app.corridor = SimpleNamespace(registry=registry)      # as streams.app.create_app does
+        app.corridor = SimpleNamespace(registry=registry)      # as streams.worker.app.create_app does
         recovery = app.tables.recovery
         await fn(recovery, Consumer(), tps, recovery.active_highwaters, "active")
         return {tp.partition: hw for tp, hw in recovery.active_highwaters.items()}

@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 from builders import T0_EPOCH
 from harness import Worker, poll, series, unique_app_id
 from scenarios import corridor_view, engine_samples
-from streams.simulate import histories
+from streams.tools.simulate import histories
 
 TOPIC = {"customs": "customs-events", "shipments": "shipments", "orders": "orders"}
 
@@ -47,7 +47,7 @@ def test_rocksdb_store_reopened_after_sigkill_gives_the_clean_figures(logdir):
     """The successor reopens the victim's RocksDB files: it reads the changelogs only after the
     offsets the store recorded as written (set once per partition per commit by the
     write-behind tables), so a wrong recorded offset would lose or repeat state."""
-    from streams.broker import EmbeddedBroker
+    from streams.broker.embedded import EmbeddedBroker
     broker = EmbeddedBroker(port=0).start()
     try:
         crash_and_recover(broker, logdir, {"CORRIDOR_STORE": "rocksdb://"}, successor="victim")

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from harness import REPO, Worker, series, unique_app_id
-from streams import replay, report
+from streams.tools import replay
+from streams.tools import report
 from streams.settings import Settings
 
 OLIST = shared_data() / "olist-10k"

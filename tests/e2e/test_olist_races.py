@@ -19,8 +19,8 @@ import pytest
 
 from builders import shared_data
 from harness import REPO, Worker, poll, unique_app_id
-from streams.adapters.sources import load
-from streams.replay import replay
+from streams.feeds.sources import load
+from streams.tools.replay import replay
 from streams.settings import Settings
 
 OLIST = shared_data() / "olist-10k"

@@ -9,7 +9,7 @@ import pytest
 
 from builders import journey
 from harness import Worker, poll, produce, sample, unique_app_id
-from streams.broker import EmbeddedBroker
+from streams.broker.embedded import EmbeddedBroker
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """End to end: a scenario produced with confluent-kafka at its default partitioner gives exactly the
 figures of the pure engine, because the worker sends every misplaced record on to its key's
-partition (streams/reroute.py).
+partition (streams/worker/reroute.py).
 
 librdkafka's default partitioner (`consistent_random`: CRC32 of the key) is not Kafka's (murmur2),
 so about 3 records in 4 land on another partition than the join expects. Before rerouting, the
@@ -25,7 +25,7 @@ from scenarios import corridor_view, engine_samples
 from streams.domain.engine import Engine
 from streams.domain.partitioning import partition_for
 from streams.settings import Settings
-from streams.simulate import histories
+from streams.tools.simulate import histories
 
 pytestmark = pytest.mark.e2e
 

@@ -192,9 +192,9 @@ def _changelog_ends(bootstrap: str, app_id: str) -> dict:
 def test_changelogs_end_with_a_marker_so_recovery_reads_every_record(run, broker):
     """The embedded broker's ListOffsets answers the last record batch's base offset + 1 and
     Faust recovers a changelog up to there: the worker ends what it writes to each changelog
-    partition with a lone tombstone of a key no table holds (streams.faust_patches), so the end
+    partition with a lone tombstone of a key no table holds (streams.worker.faust_patches), so the end
     that recovery asks for is the true one."""
-    from streams.faust_patches import END_MARKER_KEY
+    from streams.worker.faust_patches import END_MARKER_KEY
     worker, _, app_id = run
     poll(lambda: all(v == 0 for v in series(worker.metrics(), "corridor_consumer_lag").values()),
          15, what="lag 0")

@@ -33,7 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from builders import customs, T0_EPOCH, ship
 from harness import Worker, consume_all, poll, series, unique_app_id
-from streams.broker import EmbeddedBroker
+from streams.broker.embedded import EmbeddedBroker
 from streams.domain.partitioning import partition_for
 from strategies import APPLIED, DAY, DUPLICATE, TOPICS, Clock, batches, format_time
 
@@ -290,7 +290,7 @@ def test_every_message_is_applied_deduplicated_or_dead_lettered(worker, producer
 
 
 def test_a_key_that_is_not_utf8_is_dead_lettered_as_key_mismatch(logdir):
-    """The decoder rejects a key that is not UTF-8 as key_mismatch (streams/codec.py), if the
+    """The decoder rejects a key that is not UTF-8 as key_mismatch (streams/contract/codec.py), if the
     message reaches it. Own broker and worker: the agent crash must not touch the property."""
     broker = EmbeddedBroker(port=0).start()
     try:

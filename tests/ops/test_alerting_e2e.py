@@ -124,7 +124,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from streams.broker import EmbeddedBroker
+    from streams.broker.embedded import EmbeddedBroker
 
     tmp = tmp_path_factory.mktemp("alerting")
     with contextlib.ExitStack() as cleanup:

@@ -36,7 +36,7 @@ JOB = "corridor-workers"
 #: Every CORRIDOR_* variable the program reads: the settings and the secrets' _FILE variants.
 SETTING_VARS = {row[0] for row in env_table()} | {f"{env}_FILE" for env in SECRET_ENV.values()}
 
-#: The metric contract (docs: streams/metrics.py), as exposed: counters end in _total, histograms
+#: The metric contract (docs: streams/worker/metrics.py), as exposed: counters end in _total, histograms
 #: are read through _bucket/_sum/_count.
 COUNTERS = {"corridor_events_consumed", "corridor_events_applied", "corridor_events_duplicate",
             "corridor_state_expired", "corridor_events_rerouted",
@@ -185,11 +185,11 @@ def test_dashboards_use_contract_metrics_summed_across_workers(dashboards):
 
 
 def test_the_metric_contract_is_what_the_worker_exports():
-    """EXPOSED above is the real exposition of streams.metrics (names only)."""
+    """EXPOSED above is the real exposition of streams.worker.metrics (names only)."""
     from prometheus_client import CollectorRegistry
     from streams.domain import aggregate
     from streams.domain.aggregate import OpenGauges
-    from streams.metrics import AwaitingCollector, CorridorCollector, EventCounters, WorkerCollector
+    from streams.worker.metrics import AwaitingCollector, CorridorCollector, EventCounters, WorkerCollector
 
     registry = CollectorRegistry(auto_describe=False)
     counters = EventCounters(registry)
@@ -381,7 +381,7 @@ def test_the_topics_service_creates_every_topic_with_one_partition_count(tmp_pat
             partitions[get("--topic")] = int(get("--partitions"))
     settings = Settings(app_id="corridor-x", partitions=7)
     tables = {f"corridor-x-{t}-changelog" for t in ("timelines", "orders", "totals")}
-    clock = "corridor-x-clock-changelog"      # a GlobalTable of one partition (streams/app.py)
+    clock = "corridor-x-clock-changelog"      # a GlobalTable of one partition (streams/worker/app.py)
     expected = {**all_topics(settings), **{t: 7 for t in tables}, clock: 1}
     assert partitions == expected
     assert {t for t, c in created.items() if c == "cleanup.policy=compact"} == tables | {clock}
@@ -389,7 +389,7 @@ def test_the_topics_service_creates_every_topic_with_one_partition_count(tmp_pat
 
 def test_the_worker_declares_the_tables_the_topics_service_creates():
     """The changelogs created above are the worker's tables, with the same partition counts."""
-    from streams.app import create_app
+    from streams.worker.app import create_app
     app = create_app(Settings(app_id="corridor-x", partitions=7, store="memory://"))
     changelogs = {t.changelog_topic.get_topic_name(): t.partitions for t in app.tables.values()}
     assert changelogs == {"corridor-x-timelines-changelog": 7, "corridor-x-orders-changelog": 7,
@@ -569,7 +569,7 @@ def test_dockerfile_lint():
     (health,) = [a for op, a in final if op == "HEALTHCHECK"]
     assert "/health" in health
     copied = {a.split()[0].rstrip("/") for op, a in ins if op == "COPY" and not a.startswith("--")}
-    # the wire contract: streams/codec.py reads <repo>/schemas at run time
+    # the wire contract: streams/contract/codec.py reads <repo>/schemas at run time
     assert {"pyproject.toml", "streams", "schemas"} <= copied
     run_lines = " ".join(a for op, a in ins if op == "RUN")
     assert "pip install --no-deps -e ." in run_lines

@@ -152,7 +152,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def live_worker(tmp_path_factory):
-    from streams.broker import EmbeddedBroker
+    from streams.broker.embedded import EmbeddedBroker
 
     logdir = tmp_path_factory.mktemp("ops-logs")
     broker = EmbeddedBroker(port=0).start()

@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.adapters import csv_orders, dcsa, epcis, reason_code, sources
-from streams.codec import Decoder, parse_time
+from streams.feeds import csv_orders, dcsa, epcis, reason_code, sources
+from streams.contract.codec import Decoder, parse_time
 
 DATA = shared_data()
 DCSA = DATA / "standards" / "dcsa"

@@ -1,4 +1,4 @@
-"""The pure pieces of changelog-end recovery (streams.changelog_ends, faust_patches
+"""The pure pieces of changelog-end recovery (streams.worker.changelog_ends, faust_patches
 `_recovery_ends_patch`) and the version guard of faust_patches. The probe against a real broker
 and the worker end to end: tests/e2e/test_changelog_tail.py."""
 import asyncio
@@ -8,9 +8,9 @@ import pytest
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from streams import faust_patches
-from streams.changelog_ends import RecoveryCounters, caught_up, offsets_ahead
-from streams.faust_patches import (AIOKAFKA_VERSION, FAUST_VERSION, RECOVERY_SOURCES,
+from streams.worker import faust_patches
+from streams.worker.changelog_ends import RecoveryCounters, caught_up, offsets_ahead
+from streams.worker.faust_patches import (AIOKAFKA_VERSION, FAUST_VERSION, RECOVERY_SOURCES,
                                    check_versions, require_source, source_fingerprint)
 
 
@@ -64,7 +64,7 @@ def test_a_function_with_another_source_is_refused():
 
 @pytest.mark.parametrize("profile", ["embedded", "kafka"])
 def test_faust_consistency_check_is_off_in_every_profile(profile):
-    from streams.app import faust_settings
+    from streams.worker.app import faust_settings
     from streams.settings import Settings
     assert faust_settings(Settings(profile=profile))["recovery_consistency_check"] is False
 

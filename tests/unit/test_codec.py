@@ -8,7 +8,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from streams.codec import KINDS, REASONS, Decoder, Rejected, inline_refs, load_schema, parse_time
+from streams.contract.codec import KINDS, REASONS, Decoder, Rejected, inline_refs, load_schema, parse_time
 
 NOW = 1740830400.0  # 2025-03-01T12:00:00Z, the fixed clock of every decoder here
 DAY = 86400.0

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from strategies import (APPLIED, KINDS, OUTCOMES_OK, Clock, Ids, id_suffixes, long_chars, messages,
                         stamps, valid_bodies)
-from streams.codec import REASONS, Decoder, Rejected
+from streams.contract.codec import REASONS, Decoder, Rejected
 
 NOW = 1767225600.0   # 2026-01-01T00:00:00Z: the decoders' fixed clock
 DECODERS = {kind: Decoder(kind, clock=lambda: NOW) for kind in KINDS}
@@ -104,7 +104,7 @@ def test_valid_builder_events_decode_to_themselves(kind, data):
 @given(kinds, stamps(*CLOCK_VALID), st.data())
 def test_trailing_newline_in_occurred_at_is_a_bad_timestamp(kind, stamp, data):
     """The schema's pattern ends in '$', which (ECMA-262) a final newline does not match; a
-    date-time string that fails its pattern is a bad_timestamp (streams/codec.py)."""
+    date-time string that fails its pattern is a bad_timestamp (streams/contract/codec.py)."""
     body = data.draw(valid_bodies(kind, Ids("u", [""], [""]), CLOCK))
     body["occurred_at"] = stamp + "\n"
     key = body["order_id" if kind == "orders" else "shipment_id"].encode()

@@ -1,4 +1,4 @@
-"""The wire contract agrees with itself: schemas/ and streams/records.py describe the same events.
+"""The wire contract agrees with itself: schemas/ and streams/contract/records.py describe the same events.
 
 The schemas are the source of truth; these tests fail when a record or an enum constant drifts.
 """
@@ -12,9 +12,9 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from streams import records
-from streams.codec import KINDS, SCHEMA_DIR, Decoder, load_schema
-from streams.records import (
+from streams.contract import records
+from streams.contract.codec import KINDS, SCHEMA_DIR, Decoder, load_schema
+from streams.contract.records import (
     CUSTOMS_EVENT_TYPES,
     DIRECTIONS,
     KEY_FIELDS,
@@ -243,6 +243,6 @@ def test_decoded_body_builds_a_record():
 
 
 def test_records_module_reexports_the_codec_mapping():
-    from streams import codec
+    from streams.contract import codec
 
     assert records.SCHEMA_FILES is codec.SCHEMA_FILES

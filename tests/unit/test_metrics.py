@@ -3,7 +3,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry
 
 from streams.domain import aggregate
-from streams.metrics import CorridorCollector, TotalsExposition
+from streams.worker.metrics import CorridorCollector, TotalsExposition
 
 
 def record(offset: int, *observations) -> dict:

@@ -3,7 +3,7 @@ import asyncio
 
 from faust.transport.producer import ProducerBuffer
 
-from streams import faust_patches
+from streams.worker import faust_patches
 
 
 class Conf:

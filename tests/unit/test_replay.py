@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from builders import shared_data, journey, ship
-from streams import replay
-from streams.adapters import sources
-from streams.replay import ReplayError
+from streams.tools import replay
+from streams.feeds import sources
+from streams.tools.replay import ReplayError
 from streams.settings import Settings
 
 DATA = shared_data()

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 
 from builders import HOUR, T0_EPOCH, journey, ship
-from streams import report
-from streams.report import ReportError
+from streams.tools import report
+from streams.tools.report import ReportError
 
 H = HOUR
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from streams.faust_patches import resume
+from streams.worker.faust_patches import resume
 
 
 def start(coro):

@@ -61,7 +61,7 @@ def test_bad_settings_say_what_is_wrong(env, message):
 
 
 def test_standby_replicas_reach_faust():
-    from streams.app import faust_settings
+    from streams.worker.app import faust_settings
     assert faust_settings(Settings())["table_standby_replicas"] == 1
     assert faust_settings(Settings.from_env({"CORRIDOR_STANDBY_REPLICAS": "0"}))["table_standby_replicas"] == 0
 

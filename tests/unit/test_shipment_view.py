@@ -6,7 +6,7 @@ from builders import HOUR, T0_EPOCH, journey, ship
 from streams.domain import timeline
 from streams.domain.engine import Engine
 from streams.domain.policy import SlaPolicy
-from streams.shipment_view import render, span, when
+from streams.tools.shipment_view import render, span, when
 
 NOW = T0_EPOCH + 140 * HOUR
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import orjson
 from jsonschema import Draft202012Validator, FormatChecker
 
-from streams import simulate
-from streams.simulate import MAX_HISTORY_SECONDS, SCENARIOS, SimEvent, histories, plan_clock
+from streams.tools import simulate
+from streams.tools.simulate import MAX_HISTORY_SECONDS, SCENARIOS, SimEvent, histories, plan_clock
 
 START = 1_790_000_000.0  # 2026-09-21T13:33:20Z
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -124,7 +124,7 @@ def test_every_value_validates_against_the_schemas_and_keys_match():
 
 
 def test_the_worker_decoder_accepts_every_generated_message():
-    from streams.codec import Decoder
+    from streams.contract.codec import Decoder
 
     decoders = {kind: Decoder(kind, clock=lambda: START + 400 * 86400) for kind in SCHEMA_FILES}
     for e in gen(seed=4, n=300):

@@ -5,8 +5,8 @@ import asyncio
 import faust.streams
 from faust._cython import streams as cstreams
 
-from streams import faust_patches
-from streams.faust_patches import STREAM_YIELD_EVERY, yielding_every
+from streams.worker import faust_patches
+from streams.worker.faust_patches import STREAM_YIELD_EVERY, yielding_every
 
 
 def yields(coro) -> bool:

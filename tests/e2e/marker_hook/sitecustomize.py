@@ -1,6 +1,6 @@
 """Test-only start-up hook (tests/e2e/test_changelog_tail.py), on PYTHONPATH of a worker started
 with CORRIDOR_TEST_MARKER_TRIGGER=<file>. Once <file> exists, at the end marker of a timelines
-changelog partition (streams.faust_patches, sent after the flush's records are acknowledged):
+changelog partition (streams.worker.faust_patches, sent after the flush's records are acknowledged):
 
 - CORRIDOR_TEST_MARKER_HOOK=kill: the worker SIGKILLs itself, if the flush sent at least
   CORRIDOR_TEST_KILL_MIN_RECORDS records to that partition since its last marker;
@@ -19,7 +19,7 @@ if _TRIGGER:
 
     from aiokafka import AIOKafkaProducer
 
-    _MARKER = b'"\\u0000corridor-end-of-flush"'          # streams.faust_patches.END_MARKER_KEY
+    _MARKER = b'"\\u0000corridor-end-of-flush"'          # streams.worker.faust_patches.END_MARKER_KEY
     _MODE = os.environ["CORRIDOR_TEST_MARKER_HOOK"]
     _MIN = int(os.environ.get("CORRIDOR_TEST_KILL_MIN_RECORDS", "2"))
     _send = AIOKafkaProducer.send

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from . import Converted, Skip, contract_time, country, event_where, parse_document
+from streams.feeds import Converted, Skip, contract_time, country, event_where, parse_document
 
 #: T&T 3.0.0 spells the codes out; v2.2 and the v3 beta use these 4-letter forms.
 LONG_CODES = {

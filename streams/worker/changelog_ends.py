@@ -7,7 +7,7 @@ tail"): a changelog whose last batch holds several records, as a worker killed b
 commit's records and its end marker leaves it, was read short. A fetch is right on Tansu: its
 records and its high watermark go to the true end. `true_end_offsets` fetches each partition from
 the answered end onward until it has read up to the fetch's high watermark; recovery reads to
-that end (streams.faust_patches `_recovery_ends_patch`, embedded profile only).
+that end (streams.worker.faust_patches `_recovery_ends_patch`, embedded profile only).
 
 `offsets_ahead` finds the partitions whose recovery offset (the last offset the worker's store
 has seen there) is past the end: see docs/semantics.md "Crashes" for what that means and what

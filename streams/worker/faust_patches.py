@@ -3,7 +3,7 @@
 Four kinds: workarounds for the embedded broker (Tansu, docs/broker.md), applied in the embedded
 profile only; fixes for Faust bugs that lose messages after a crash (docs/semantics.md
 "Crashes"), applied in every profile; the hook that sends the tables' written-behind changelogs
-before each commit (streams.app.Utf8KeyTable), in every profile, ending them with markers in the
+before each commit (streams.worker.app.Utf8KeyTable), in every profile, ending them with markers in the
 embedded profile; and three changes to how messages reach the agents (docs/performance.md), in
 every profile: the fetcher loop without a task per message, stream iteration that yields to the
 event loop once per STREAM_YIELD_EVERY events rather than once per event, and the producer
@@ -43,7 +43,7 @@ def check_versions() -> None:
     found = (faust.__version__, aiokafka.__version__)
     if found != (FAUST_VERSION, AIOKAFKA_VERSION):
         raise RuntimeError(
-            f"streams.faust_patches replaces internals of faust-streaming {FAUST_VERSION} and "
+            f"streams.worker.faust_patches replaces internals of faust-streaming {FAUST_VERSION} and "
             f"aiokafka {AIOKAFKA_VERSION}, but faust-streaming {found[0]} and aiokafka {found[1]} "
             "are installed: re-check every patch against their sources (and update the versions "
             "and RECOVERY_SOURCES) before running corridor with them")
@@ -59,7 +59,7 @@ def require_source(fn, expected: str, name: str) -> None:
     found = source_fingerprint(fn)
     if found != expected:
         raise RuntimeError(
-            f"streams.faust_patches: {name} is not the faust-streaming {FAUST_VERSION} code the "
+            f"streams.worker.faust_patches: {name} is not the faust-streaming {FAUST_VERSION} code the "
             f"recovery patch wraps (source fingerprint {found}, expected {expected}); refusing "
             "to patch it")
 
@@ -88,7 +88,7 @@ SEND_YIELD_EVERY = 256
 
 
 async def write_changelogs(app, send, flush, send_records=None) -> list[int]:
-    """Send the pending changelog records of the write-behind tables (streams.app.Utf8KeyTable).
+    """Send the pending changelog records of the write-behind tables (streams.worker.app.Utf8KeyTable).
 
     Every table's records are taken at one instant (serialized, no await in between), so together
     they reflect the same processed events; then they go out one `flush_rank` at a time, lowest
@@ -106,7 +106,7 @@ async def write_changelogs(app, send, flush, send_records=None) -> list[int]:
     """
     gate = getattr(app, "corridor_flush_gate", None)
     if gate is not None:
-        gate.clear()         # the agents wait until every rank is acknowledged (see streams.app)
+        gate.clear()         # the agents wait until every rank is acknowledged (see streams.worker.app)
     try:
         return await _write_ranks(app, send_records or record_sender(send), flush)
     finally:
@@ -580,7 +580,7 @@ def _recovery_ends_patch(true_ends: bool) -> None:
     marker) was read short, and a worker whose store had seen further (its own writes, an
     earlier recovery whose fetch went past that answer, the clock GlobalTable that it reads all
     along) died with ConsistencyError at the next rebalance ("18 > 15"). Here each answer is
-    checked by a fetch from it onward (streams.changelog_ends.true_end_offsets) and recovery
+    checked by a fetch from it onward (streams.worker.changelog_ends.true_end_offsets) and recovery
     reads to the true end; partitions corrected are logged and counted.
 
     Offsets ahead (every profile). A recovery offset above the (true) end means the log lost
@@ -589,7 +589,7 @@ def _recovery_ends_patch(true_ends: bool) -> None:
     and the RocksDB store's persisted offset, are lowered to the end, so later records are read,
     not skipped). An offset that is ahead only because the log grew while its end was read (the
     clock GlobalTable is read all along) is not: the end is read again first. faust's own check
-    (`recovery_consistency_check`, which only raises) is off (streams.app.faust_settings): it
+    (`recovery_consistency_check`, which only raises) is off (streams.worker.app.faust_settings): it
     runs a loop turn after these, when such growth can still pass it.
 
     Replaces faust.tables.recovery.Recovery._build_highwaters and _build_offsets (faust-streaming
@@ -630,7 +630,7 @@ def _recovery_ends_patch(true_ends: bool) -> None:
 
 def _recovery_counters(recovery):
     """The app's RecoveryCounters, registered with the corridor pipeline's registry if any."""
-    from .changelog_ends import RecoveryCounters
+    from streams.worker.changelog_ends import RecoveryCounters
     app = recovery.app
     counters = app.__dict__.get("_corridor_recovery_counters")
     if counters is None:
@@ -650,7 +650,7 @@ async def _probe_true_ends(recovery, tps, highwaters) -> dict | None:
     end - 1); tried again for up to TRUE_END_BUDGET s, then None (logged as an error)."""
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
 
-    from .changelog_ends import PROBE_TIMEOUT, true_end_offsets
+    from streams.worker.changelog_ends import PROBE_TIMEOUT, true_end_offsets
     conf = recovery.app.conf
     servers = server_list(conf.broker, 9092)
     options = credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context)
@@ -694,7 +694,7 @@ async def _read_true_ends(recovery, tps, highwaters) -> None:
 async def _settle_offsets_ahead(recovery, consumer, tps, offsets, highwaters, *, seek: bool):
     """Lower every recovery offset above its changelog's (true) end to that end: see
     `_recovery_ends_patch` and docs/semantics.md "Crashes"."""
-    from .changelog_ends import offsets_ahead
+    from streams.worker.changelog_ends import offsets_ahead
     ahead = offsets_ahead(tps, offsets, highwaters)
     if not ahead:
         return

@@ -193,7 +193,7 @@ def fetch(base: str, shipment_id: str, timeout: float = 10.0) -> tuple[int, obje
 def main(args: argparse.Namespace, environ=None, out=None, err=None) -> int:
     """0 with the view on stdout; 1 when the worker does not know the shipment; CliError (exit 2)
     for a bad URL, an unreachable worker or an answer that is not a shipment view."""
-    from .errors import CliError
+    from streams.errors import CliError
     environ = os.environ if environ is None else environ
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr

@@ -3,7 +3,7 @@
 The JSON Schema files in schemas/ are the contract; these classes mirror them field for field
 (tests/unit/test_contract.py keeps the two in step). Required schema fields are required here;
 optional ones default to None. Timestamps stay ISO-8601 strings, as on the wire: parsing them is
-the codec's job (streams.codec.parse_time), and a decoded event keeps the producer's text.
+the codec's job (streams.contract.codec.parse_time), and a decoded event keeps the producer's text.
 
 `include_metadata=False` keeps Faust's `__faust` type tag off the wire, and `dumps()` is
 overridden to write `wire(record)`: declared fields only, None-valued optional fields left out
@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 
 import faust
 
-from streams.codec import SCHEMA_FILES  # noqa: F401  (re-exported: one copy of the mapping)
+from streams.contract.codec import SCHEMA_FILES  # noqa: F401  (re-exported: one copy of the mapping)
 
 ORDER_EVENT_TYPES = ("order_placed", "order_cancelled")
 SHIPMENT_EVENT_TYPES = (

@@ -26,8 +26,8 @@ import time
 from collections.abc import Mapping
 from typing import Callable, NamedTuple
 
-from .domain.partitioning import partition_for
-from .settings import Settings
+from streams.domain.partitioning import partition_for
+from streams.settings import Settings
 
 log = logging.getLogger("corridor")
 

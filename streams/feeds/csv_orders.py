@@ -1,7 +1,7 @@
 """Marketplace order exports (CSV tables) into order and shipment contract events, by a TOML mapping.
 
 An export is a main table of orders (one row per order) plus lookup tables joined onto it
-(customers, sellers, order items...). The mapping (streams/mappings/*.toml; olist.toml is the
+(customers, sellers, order items...). The mapping (streams/feeds/mappings/*.toml; olist.toml is the
 worked example, docs/feeds.md the reference) names the tables, the joins and which column holds
 each fact. Per order row:
 
@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import Converted, Skip, country, reject
+from streams.feeds import Converted, Skip, country, reject
 
 SERVICE_LEVELS = ("economy", "standard", "express")
 

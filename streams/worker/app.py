@@ -32,17 +32,17 @@ from faust.serializers import codecs
 from faust.streams import _current_event
 from prometheus_client import CollectorRegistry, generate_latest
 
-from . import faust_patches
-from .codec import Decoder, Rejected
-from .domain import aggregate, orders as order_side, timeline, watermark as wm
-from .domain.partitioning import partition_for
-from .domain.policy import SlaPolicy
-from .domain.stages import parse_time
-from .metrics import (AwaitingCollector, CorridorCollector, EventCounters, TotalsExposition,
+from streams.worker import faust_patches
+from streams.contract.codec import Decoder, Rejected
+from streams.domain import aggregate, orders as order_side, timeline, watermark as wm
+from streams.domain.partitioning import partition_for
+from streams.domain.policy import SlaPolicy
+from streams.domain.stages import parse_time
+from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters, TotalsExposition,
                       WorkerCollector)
-from .reroute import Rerouter, as_produced
-from .settings import Settings
-from .topics import dlq_name
+from streams.worker.reroute import Rerouter, as_produced
+from streams.settings import Settings
+from streams.topics import dlq_name
 
 log = logging.getLogger("corridor")
 
@@ -316,7 +316,7 @@ def faust_settings(settings: Settings) -> dict:
         # `_recovery_ends_patch`, docs/semantics.md "Crashes").
         recovery_consistency_check=False,
     )
-    from .security import faust_credentials
+    from streams.security import faust_credentials
     credentials = faust_credentials(settings)
     if credentials is not None:
         conf["broker_credentials"] = credentials
@@ -355,7 +355,7 @@ class Pipeline:
             "shipments": (settings.topic_shipments, settings.topic_customs),
             "orders": (settings.topic_orders, settings.topic_order_links)}
         # An input topic's records read on the wrong partition come back on the right one through
-        # <app>-rerouted-<kind> (streams/reroute.py): the same kind, the same side of the join.
+        # <app>-rerouted-<kind> (streams/worker/reroute.py): the same kind, the same side of the join.
         for kind, name in settings.rerouted_topics.items():
             self.kind_of[name] = kind
             side = "orders" if kind == "orders" else "shipments"
@@ -1046,7 +1046,7 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     if settings.broker_watch_seconds > 0:
         @app.task
         async def broker_watch():
-            from .watch import watch_cluster
+            from streams.worker.watch import watch_cluster
             await watch_cluster(settings, settings.broker_watch_seconds)
 
     @app.timer(CLOCK_PERSIST_SECONDS)
@@ -1122,5 +1122,5 @@ def _add_observations(pipe: Pipeline, partition: int, seq: int, observations: li
 
 
 def _register_views(app: faust.App, pipe: Pipeline) -> None:
-    from .views import register
+    from streams.worker.views import register
     register(app, pipe)

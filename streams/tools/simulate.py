@@ -608,8 +608,8 @@ def run(settings, *, rate: float | None, shipments: int | None, seed: int, scena
     from kafka import KafkaProducer
     import orjson
 
-    from .broker import create_topics
-    from .security import kafka_python_options
+    from streams.broker.embedded import create_topics
+    from streams.security import kafka_python_options
 
     if rate is not None and rate <= 0:
         rate = None
@@ -746,7 +746,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(settings, args: argparse.Namespace) -> int:
     """`corridor simulate`: returns the exit code."""
-    from .broker import BrokerError
+    from streams.broker.embedded import BrokerError
 
     start = None
     if getattr(args, "backfill_days", None):

@@ -1,4 +1,4 @@
-"""Reading event logs and feed documents from files: the one place in streams.adapters that does I/O.
+"""Reading event logs and feed documents from files: the one place in streams.feeds that does I/O.
 
 `load(paths, fmt, mapping)` returns every contract event the files hold, as ``(kind, event)`` in
 publish order, and a reject record for everything it could not read. `Checker` then puts each
@@ -26,8 +26,8 @@ from typing import Iterable, Mapping
 
 import orjson
 
-from . import KEY_FIELD, KINDS, csv_orders, dcsa, epcis, epoch, reason_code
-from .csv_orders import MappingError
+from streams.feeds import KEY_FIELD, KINDS, csv_orders, dcsa, epcis, epoch, reason_code
+from streams.feeds.csv_orders import MappingError
 
 LOG_FORMATS = ("jsonl", "csv", "parquet")
 FEED_FORMATS = ("dcsa", "epcis", "csv-orders")
@@ -202,7 +202,7 @@ def _cell_json(col: str, value: str):
 
 @functools.lru_cache(maxsize=1)
 def _kind_from_event_type() -> dict[str, str]:
-    from ..codec import load_schema
+    from streams.contract.codec import load_schema
     out = {}
     for kind in KINDS:
         for etype in load_schema(kind)["properties"]["event_type"]["enum"]:
@@ -305,7 +305,7 @@ def _load_feed(paths: list[Path], fmt: str, opts: dict) -> Loaded:
 
 def _load_orders_export(paths: list[Path], mapping: str | Path | None) -> Loaded:
     if mapping is None:
-        raise SourceError("csv-orders input needs --mapping FILE (e.g. streams/mappings/olist.toml)")
+        raise SourceError("csv-orders input needs --mapping FILE (e.g. streams/feeds/mappings/olist.toml)")
     try:
         spec = csv_orders.load_mapping(_read_mapping_file(mapping), str(mapping))
     except MappingError as exc:
@@ -351,11 +351,11 @@ class Checker:
     raises codec.Rejected otherwise."""
 
     def __init__(self, max_bytes: int = 65536):
-        from ..codec import Decoder
+        from streams.contract.codec import Decoder
         self.decoders = {kind: Decoder(kind, max_bytes=max_bytes) for kind in KINDS}
 
     def __call__(self, kind: str, event: dict) -> tuple[bytes | None, bytes, dict]:
-        from ..codec import Rejected
+        from streams.contract.codec import Rejected
         key = event.get(KEY_FIELD[kind])
         key_bytes = key.encode("utf-8") if isinstance(key, str) and key else None
         try:

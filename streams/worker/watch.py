@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 
-from .settings import Settings
+from streams.settings import Settings
 
 log = logging.getLogger("corridor.watch")
 EXIT_CLUSTER_CHANGED = 3
@@ -19,8 +19,8 @@ EXIT_CLUSTER_CHANGED = 3
 
 def cluster_id(settings: Settings, timeout: float = 3.0) -> str | None:
     """The cluster id the brokers report, or None while they cannot be reached."""
-    from .broker import _cluster_id
-    from .security import kafka_python_options
+    from streams.broker.embedded import _cluster_id
+    from streams.security import kafka_python_options
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     return _cluster_id(settings.bootstrap_servers, timeout, kafka_python_options(settings))
 

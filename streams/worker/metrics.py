@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .domain import aggregate
-from .domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
+from streams.domain import aggregate
+from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
 
 
 class EventCounters:
@@ -83,7 +83,7 @@ class TotalsExposition:
     (corridor, partition) record is rendered by prometheus_client on its own, the same text as
     `totals_families` gives, and the text is reused while the record's `stamp` is unchanged. The
     stamp is the record's source offsets ("o"): every change to a totals record advances one of
-    them (streams.app._add_observations), and a record recovered from the changelog carries them.
+    them (streams.worker.app._add_observations), and a record recovered from the changelog carries them.
     """
 
     def __init__(self):

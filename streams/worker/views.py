@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .domain import aggregate, timeline
-from .domain.aggregate import TRANSIT_BUCKETS
-from .domain.stages import iso
+from streams.domain import aggregate, timeline
+from streams.domain.aggregate import TRANSIT_BUCKETS
+from streams.domain.stages import iso
 
 MAX_ID_LENGTH = 200
 

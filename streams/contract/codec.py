@@ -21,7 +21,7 @@ import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
 
-from .domain.stages import parse_time  # noqa: F401  (re-exported: the codec's time rule)
+from streams.domain.stages import parse_time  # noqa: F401  (re-exported: the codec's time rule)
 from jsonschema.exceptions import best_match
 
 REASONS = (
@@ -37,7 +37,7 @@ REASONS = (
     "key_mismatch",
 )
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_FILES = {
     "orders": "orders.schema.json",
     "shipments": "shipments.schema.json",

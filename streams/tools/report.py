@@ -1,6 +1,6 @@
 """`corridor report`: the corridor SLA figures of an event log, in batch.
 
-The log is read like `corridor replay` reads it (streams/adapters/sources.py), every event goes
+The log is read like `corridor replay` reads it (streams/feeds/sources.py), every event goes
 through the worker's Decoder, and the accepted ones are fed to `domain.engine.Engine`: the same
 join and the same definitions of stage, on time, transit and bottleneck as the stream
 (docs/semantics.md). So the counters and histograms here are the ones a worker exports after
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .errors import CliError
-from .domain import aggregate, timeline
-from .domain.aggregate import OpenGauges
-from .domain.engine import Engine
-from .domain.policy import PolicyError, SlaPolicy
-from .domain.stages import STAGES, iso
+from streams.errors import CliError
+from streams.domain import aggregate, timeline
+from streams.domain.aggregate import OpenGauges
+from streams.domain.engine import Engine
+from streams.domain.policy import PolicyError, SlaPolicy
+from streams.domain.stages import STAGES, iso
 
 OUTPUT_FORMATS = ("table", "csv", "json", "html", "markdown")
 QUANTILES = (0.5, 0.9, 0.95)
@@ -394,7 +394,7 @@ def plot(report: Report, path: str | Path, *, top: int = DEFAULT_TOP_PLOT) -> No
 # ---- CLI glue ---------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `corridor report`."""
-    from .adapters.sources import INPUT_FORMATS
+    from streams.feeds.sources import INPUT_FORMATS
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help="event log(s): .jsonl, .csv, .parquet; or feed documents / an export "
                              "directory with --input-format")
@@ -402,7 +402,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how to read FILE (default: from the extension); dcsa, epcis and "
                              "csv-orders go through the adapters (docs/feeds.md)")
     parser.add_argument("--mapping", help="mapping TOML for the adapters (csv-orders needs one, e.g. "
-                                          "streams/mappings/olist.toml)")
+                                          "streams/feeds/mappings/olist.toml)")
     parser.add_argument("--format", dest="format", choices=OUTPUT_FORMATS, default="table",
                         help="output format (default table)")
     parser.add_argument("--table", choices=("corridors", "stages"),
@@ -420,9 +420,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """`corridor report`. Raises ReportError (a CliError: one line, exit status 2) on bad input."""
-    from .adapters.sources import Checker, SourceError, load
-    from .codec import Rejected
-    from .settings import Settings
+    from streams.feeds.sources import Checker, SourceError, load
+    from streams.contract.codec import Rejected
+    from streams.settings import Settings
 
     settings = Settings.from_env(sla_policy=getattr(args, "sla_policy", None))
     try:

@@ -38,7 +38,7 @@ from typing import Callable, TextIO
 
 import orjson
 
-from .errors import CliError
+from streams.errors import CliError
 
 log = logging.getLogger("corridor.bridge")
 
@@ -81,8 +81,8 @@ def translate(raw: bytes | None, fmt: str, check, options: dict | None = None) -
     the adapters treat exactly as that event inside the document), so every contract event and
     every reject is attributable to the feed event it came from.
     """
-    from .adapters import Skip, dcsa, epcis
-    from .codec import Rejected
+    from streams.feeds import Skip, dcsa, epcis
+    from streams.contract.codec import Rejected
 
     adapter = {"dcsa": dcsa, "epcis": epcis}[fmt]
     options = options or {}
@@ -168,8 +168,8 @@ class Bridge:
 
     def __init__(self, settings, source: str, fmt: str, options: dict, consumer, producer, *,
                  clock: Callable[[], float] = time.monotonic):
-        from .adapters.sources import Checker
-        from .topics import dlq_name
+        from streams.feeds.sources import Checker
+        from streams.topics import dlq_name
         self.settings, self.source, self.fmt, self.options = settings, source, fmt, options
         self.consumer, self.producer, self.clock = consumer, producer, clock
         self.check = Checker(settings.max_message_bytes)
@@ -291,9 +291,9 @@ def _now_iso() -> str:
 def _clients(settings, source: str, group: str):
     from kafka import KafkaConsumer, KafkaProducer
 
-    from .broker import BrokerError, create_topics
-    from .security import kafka_python_options
-    from .topics import dlq_name
+    from streams.broker.embedded import BrokerError, create_topics
+    from streams.security import kafka_python_options
+    from streams.topics import dlq_name
 
     options = kafka_python_options(settings)
     group_options = {}
@@ -358,8 +358,8 @@ def main(settings, args: argparse.Namespace) -> int:
     """`corridor bridge`: 0 after a clean stop (SIGTERM, Ctrl-C, --max-messages, --idle-exit), 1 when
     the broker failed some sends (nothing after them is committed); BridgeError (exit 2) on bad
     flags, mapping or topic, or an unreachable broker."""
-    from .adapters.sources import SourceError, _feed_options
-    from .topics import DLQ_SUFFIX
+    from streams.feeds.sources import SourceError, _feed_options
+    from streams.topics import DLQ_SUFFIX
 
     source = args.source
     if source in settings.input_topics.values() or source.endswith(DLQ_SUFFIX):

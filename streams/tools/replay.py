@@ -1,7 +1,7 @@
 """`corridor replay FILE...`: publish an event log, or feed documents through the adapters, to the
 input topics.
 
-Input is read by streams/adapters/sources.py (JSON Lines, CSV, Parquet event logs; DCSA, EPCIS and
+Input is read by streams/feeds/sources.py (JSON Lines, CSV, Parquet event logs; DCSA, EPCIS and
 CSV order exports through the adapters; docs/feeds.md). Every event is checked with the worker's
 own Decoder before it is sent, so what is published is what the worker accepts; a record that
 fails is written to the rejects file (JSON Lines: source, where, reason, detail, record) and the
@@ -24,7 +24,7 @@ from typing import Callable, TextIO
 
 import orjson
 
-from .errors import CliError
+from streams.errors import CliError
 
 DEFAULT_REJECTS = "replay-rejects.jsonl"
 
@@ -130,8 +130,8 @@ def replay(settings, loaded, *, rate: float | None = None, dry_run: bool = False
     `producer` is anything with kafka-python's send(topic, key=, value=) -> future with
     add_errback, flush(timeout) and close(timeout); None creates a KafkaProducer (not for dry runs).
     """
-    from .adapters.sources import Checker
-    from .codec import Rejected
+    from streams.feeds.sources import Checker
+    from streams.contract.codec import Rejected
 
     topics = settings.input_topics
     check = Checker(settings.max_message_bytes)
@@ -195,8 +195,8 @@ def replay(settings, loaded, *, rate: float | None = None, dry_run: bool = False
 def _producer(settings):
     from kafka import KafkaProducer
 
-    from .broker import BrokerError, create_topics
-    from .security import kafka_python_options
+    from streams.broker.embedded import BrokerError, create_topics
+    from streams.security import kafka_python_options
 
     options = kafka_python_options(settings)
     try:
@@ -224,14 +224,14 @@ def _rate(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `corridor replay` (besides the broker flags the CLI adds)."""
-    from .adapters.sources import INPUT_FORMATS
+    from streams.feeds.sources import INPUT_FORMATS
     parser.add_argument("files", nargs="+", metavar="FILE",
                         help="event log(s) (.jsonl, .csv, .parquet), feed documents, or the directory "
                              "of an order export (--format csv-orders)")
     parser.add_argument("--format", "--input-format", dest="input_format", choices=INPUT_FORMATS,
                         default="auto", help="how to read FILE (default: from the extension)")
     parser.add_argument("--mapping", help="mapping TOML for dcsa / epcis / csv-orders "
-                                          "(e.g. streams/mappings/olist.toml)")
+                                          "(e.g. streams/feeds/mappings/olist.toml)")
     parser.add_argument("--rate", type=_rate, default=0.0,
                         help="events per second; 0 = as fast as possible (default)")
     parser.add_argument("--dry-run", dest="dry_run", action="store_true",
@@ -244,7 +244,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(settings, args: argparse.Namespace) -> int:
     """`corridor replay`: 0 when everything readable was published (rejects are not failures),
     1 when the broker failed some sends, 130 when interrupted; ReplayError (exit 2) on bad input."""
-    from .adapters.sources import SourceError, load
+    from streams.feeds.sources import SourceError, load
     kinds = {name: kind for kind, name in settings.input_topics.items()}
     try:
         loaded = load(args.files, args.input_format, args.mapping, topics=kinds)

