@@ -1,12 +1,12 @@
 """Throughput of corridor's job written as a Quix Streams application, on the same broker and workload.
 
-Same job as the corridor worker (streams/worker/app.py, agents `join_orders` and `timelines`), with the
+Same job as the corridor worker (streams/worker/agents.py: `order_record` and `timeline_record`), with the
 same pure domain functions, so that every event goes through the same logic:
 
-    orders (key order_id) ──────────┐  stateful: order_side.apply_order_event / apply_link
+    orders (key order_id) ──────────┐  stateful: join.order_step / join.link_step
     <group>-order-links (order_id) ─┴─ state "o" per order ──> <group>-shipment-orders (key shipment_id)
 
-    shipments, customs-events,      ┐  stateful: timeline.apply (policy SlaPolicy.load(),
+    shipments, customs-events,      ┐  stateful: join.shipment_step (policy SlaPolicy.load(),
     <group>-shipment-orders          ┴─ state "s" per shipment     max events 100)
         (key shipment_id)               ├─> <group>-order-links           (key order_id) new order ids
                                         └─> <group>-corridor-observations (key corridor) observations
@@ -194,7 +194,7 @@ def serve(args) -> int:
     from quixstreams import Application, message_context
     from quixstreams.models import TopicConfig
 
-    from streams.domain import aggregate, orders as order_side, timeline
+    from streams.domain import aggregate, join, timeline
     from streams.domain.policy import SlaPolicy
     from streams.settings import Settings
 
@@ -251,16 +251,16 @@ def serve(args) -> int:
     def order_step(value, key, timestamp, headers, state):
         last[0] = time.time()
         if message_context().topic == links_topic:
-            res = order_side.apply_link(state.get("o"), value["order_id"], value["shipment_id"],
-                                        value.get("at"))
+            step = join.link_step(state.get("o"), join.Link(value["order_id"], value["shipment_id"],
+                                                            value.get("at")))
             counts["links"] += 1
         else:
-            res = order_side.apply_order_event(state.get("o"), value)
-            counts["orders_duplicate" if res.duplicate else "orders_applied"] += 1
-        if not res.duplicate:
-            state.set("o", res.state)
-        counts["forwards"] += len(res.forwards)
-        return [{**ev, "shipment_id": sid} for sid, ev in res.forwards]
+            step = join.order_step(state.get("o"), value)
+            counts["orders_duplicate" if step.applied.duplicate else "orders_applied"] += 1
+        if not step.applied.duplicate:
+            state.set("o", step.applied.state)
+        counts["forwards"] += len(step.forwards)
+        return [ev for _sid, ev in step.forwards]
 
     orders_sdf = app.dataframe(orders_t).concat(app.dataframe(links_t))
     orders_sdf = orders_sdf.apply(order_step, stateful=True, metadata=True, expand=True)
@@ -271,8 +271,8 @@ def serve(args) -> int:
         last[0] = time.time()
         ctx = message_context()
         source = source_of[ctx.topic]
-        res = timeline.apply(state.get("s"), source, value, policy, max_events)
-        sid = res.state["id"]
+        step = join.shipment_step(state.get("s"), source, value, policy, max_events)
+        res = step.applied
         out = []
         if res.duplicate:
             counts[f"{source}_duplicate"] += 1
@@ -290,9 +290,8 @@ def serve(args) -> int:
                     out.append({"corridor": corr, "obs": items,
                                 "src": f"{ctx.topic}|{ctx.partition}", "offset": ctx.offset})
         # links are resent for a duplicate too (timeline.apply: the order side dedupes them)
-        for oid in res.new_order_ids:
-            out.append({"order_id": oid, "shipment_id": sid, "at": res.event_time})
-        counts["links_sent"] += len(res.new_order_ids)
+        out.extend(link._asdict() for link in step.links)
+        counts["links_sent"] += len(step.links)
         return out
 
     timeline_sdf = (app.dataframe(shipments_t).concat(app.dataframe(customs_t))

@@ -44,7 +44,7 @@ from streams.broker.embedded import EmbeddedBroker  # noqa: E402
 OLIST = Path("/work/shared/data/olist-10k")
 if not OLIST.is_dir():
     OLIST = (ROOT / ".." / "shared" / "data" / "olist-10k").resolve()
-MAPPING_REL = Path("streams") / "mappings" / "olist.toml"
+MAPPING_REL = Path("streams") / "feeds" / "mappings" / "olist.toml"
 
 
 def run_cli(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

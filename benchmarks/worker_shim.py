@@ -1,33 +1,19 @@
 """`corridor worker` with changes applied at run time, for measurements (streams/ untouched).
 
-1. The proposed fix for the RocksDB store (always applied; a no-op with the memory store). With
-   CORRIDOR_STORE=rocksdb:// the worker crashes about a second after start: the `clock`
-   GlobalTable is written by a timer (`share_clock` -> `persist_clock`), outside any stream
-   event, and faust's RocksDB store asserts `current_event() is not None` in `_set`
-   (faust/stores/rocksdb.py). The fix proposed for streams/worker/app.py keeps that small global table
-   in memory (it is recovered from its changelog at start like any memory table):
-
-       pipe.clock = app.GlobalTable("clock", ..., store="memory://clock")
-
-   The URL needs a host part: faust falls back to the app's store when the table's URL is falsy,
-   and yarl's URL("memory://") is falsy.
-
-2. Faust setting overrides for what-if runs: CORRIDOR_BENCH_FAUST='{"producer_max_batch_size": 16384}'
+1. Faust setting overrides for what-if runs: CORRIDOR_BENCH_FAUST='{"producer_max_batch_size": 16384}'
    (JSON) is merged over what streams.worker.app.faust_settings() returns
    (`python benchmarks/pipeline.py --faust producer_max_batch_size=16384`).
 
-3. CORRIDOR_BENCH_FETCH_MAX_WAIT_MS=100: the consumer's fetch_max_wait_ms, which faust hard-codes
+2. CORRIDOR_BENCH_FETCH_MAX_WAIT_MS=100: the consumer's fetch_max_wait_ms, which faust hard-codes
    to 1500 (faust/transport/drivers/aiokafka.py). Tansu answers a fetch only when that wait is
    over, even when records arrive sooner (Kafka answers as soon as fetch_min_bytes is there), so
    on the embedded broker it sets the latency floor (`python benchmarks/latency.py
    --fetch-max-wait-ms 100`).
 
-4. CORRIDOR_BENCH_GC=700,10,10: gc.set_threshold for what-if runs. CORRIDOR_BENCH_GC_LOG=PATH:
+3. CORRIDOR_BENCH_GC=700,10,10: gc.set_threshold for what-if runs. CORRIDOR_BENCH_GC_LOG=PATH:
    every garbage collection of generation 2 (and any other over 10 ms) appends
    "monotonic_start duration_s generation collected" to PATH, to see whether collections line
    up with latency outliers.
-
-run_all.py uses this shim only for the RocksDB row when the unpatched worker fails, and says so.
 
     python benchmarks/worker_shim.py worker [faust worker args]
 """
@@ -40,17 +26,6 @@ import faust
 
 # the source snapshot the benchmark session runs (benchmarks/common.py), else this repository
 sys.path.insert(0, os.environ.get("CORRIDOR_BENCH_SRC") or str(Path(__file__).resolve().parents[1]))
-
-_original = faust.App.GlobalTable
-
-
-def _global_table(self, name, *args, **kwargs):
-    if name == "clock":
-        kwargs.setdefault("store", "memory://clock")
-    return _original(self, name, *args, **kwargs)
-
-
-faust.App.GlobalTable = _global_table
 
 _overrides = json.loads(os.environ.get("CORRIDOR_BENCH_FAUST") or "{}")
 if _overrides:

@@ -132,6 +132,8 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
     from streams.domain.policy import PolicyError, SlaPolicy
     from streams.broker.embedded import BrokerError
     from streams.topics import all_topics
+    from streams.worker import faust_patches
+    faust_patches.check(settings.allow_untested_faust)     # refuse before reaching the broker
     try:
         policy = SlaPolicy.load(settings.sla_policy or None)
     except PolicyError as exc:

@@ -1,4 +1,5 @@
-"""TLS and SASL to the brokers, from Settings: Faust credentials and kafka-python client options.
+"""TLS and SASL to the brokers, from Settings: the SSL context and kafka-python client options (the
+worker builds Faust's credentials from the same context, streams.worker.app.faust_credentials).
 
 Secrets come from the environment or mounted files (streams/settings.py) and are never logged:
 Faust's SASLCredentials repr shows the username only.
@@ -18,18 +19,6 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
         ctx.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None,
                             password=settings.ssl_key_password or None)
     return ctx
-
-
-def faust_credentials(settings: Settings):
-    """broker_credentials for faust.App, or None for PLAINTEXT."""
-    import faust
-    ctx = ssl_context(settings)
-    if settings.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
-                                     mechanism=settings.sasl_mechanism, ssl_context=ctx)
-    if ctx is not None:
-        return faust.SSLCredentials(ctx)
-    return None
 
 
 def kafka_python_options(settings: Settings) -> dict:

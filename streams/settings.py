@@ -72,6 +72,10 @@ class Settings:
     #: for Python's own 700,10,10. Python's full collections walk every table value and paused
     #: the worker 100-215 ms every ~5 s at 20,000 shipments (docs/performance.md "Latency").
     gc_thresholds: str = field(default="10000,50,1000", metadata={"env": "CORRIDOR_GC_THRESHOLDS"})
+    #: Run the worker even where its run-time patches of faust-streaming / aiokafka internals are
+    #: untested (other versions, changed upstream code, no Cython stream iterator): one warning
+    #: instead of a refusal, for trying an upgrade (streams/worker/faust_patches/).
+    allow_untested_faust: bool = field(default=False, metadata={"env": "CORRIDOR_ALLOW_UNTESTED_FAUST"})
     # ---- secured clusters (docs/configuration.md) -----------------------------------------
     security_protocol: str = field(default="PLAINTEXT", metadata={"env": "CORRIDOR_SECURITY_PROTOCOL"})
     sasl_mechanism: str = field(default="PLAIN", metadata={"env": "CORRIDOR_SASL_MECHANISM"})
@@ -207,6 +211,13 @@ def _coerce(typ: str, raw: str):
         return int(raw)
     if typ == "float":
         return float(raw)
+    if typ == "bool":
+        word = raw.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("", "0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
     return raw
 
 

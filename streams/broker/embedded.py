@@ -104,7 +104,7 @@ def _bootstrap_list(bootstrap: list[str] | str) -> list[str]:
     return out
 
 
-def _cluster_id(bootstrap, timeout: float, client_options: dict | None = None) -> str | None:
+def query_cluster_id(bootstrap, timeout: float, client_options: dict | None = None) -> str | None:
     """The cluster id a Kafka broker at `bootstrap` reports, or None when none answers in time."""
     from kafka import KafkaAdminClient  # deferred: no client library import cost for `--help`
     from kafka.errors import KafkaConfigurationError
@@ -244,7 +244,7 @@ class EmbeddedBroker:
                 if remaining <= 0:
                     other = f"; port {self.port} answers as cluster {seen_other!r}" if seen_other else ""
                     raise BrokerError(f"embedded broker not ready on port {self.port} after {timeout:g}s{other}")
-                found = _cluster_id(self.bootstrap, min(1.0, max(0.1, remaining)))
+                found = query_cluster_id(self.bootstrap, min(1.0, max(0.1, remaining)))
                 if found == self._cluster_id and self._proc.poll() is None:
                     return
                 if found is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from streams.domain import aggregate, orders as order_side, timeline
+from streams.domain import aggregate, join, timeline
 from streams.domain.policy import SlaPolicy
 
 
@@ -37,22 +37,23 @@ class Engine:
         while queue:
             kind, event = queue.popleft()
             if kind == "orders":
-                res = order_side.apply_order_event(self.orders.get(event["order_id"]), event)
-                self.duplicates += res.duplicate
-                self._order_result(res, event["order_id"], queue)
+                step = join.order_step(self.orders.get(event["order_id"]), event)
+                self.duplicates += step.applied.duplicate
+                self._order_result(step, event["order_id"], queue)
             elif kind == "link":
-                oid, sid = event
-                self._order_result(order_side.apply_link(self.orders.get(oid), oid, sid), oid, queue)
+                step = join.link_step(self.orders.get(event.order_id), event)
+                self._order_result(step, event.order_id, queue)
             else:
                 source = "orders" if kind == "forwarded" else kind
-                sid = event["shipment_id"]
-                res = timeline.apply(self.shipments.get(sid), source, event, self.policy,
-                                     self.max_events)
+                step = join.shipment_step(self.shipments.get(event["shipment_id"]), source, event,
+                                          self.policy, self.max_events)
+                res = step.applied
+                queue.extend(("link", link) for link in step.links)
                 if res.duplicate:
                     self.duplicates += kind != "forwarded"
-                    queue.extend(("link", (oid, sid)) for oid in res.new_order_ids)
                     continue
                 self.late += res.late
+                sid = res.state["id"]
                 self.shipments[sid] = res.state
                 last = res.state["last"]
                 self.latest = last if self.latest is None else max(self.latest, last)
@@ -60,7 +61,6 @@ class Engine:
                     self.mark = res.event_time
                 self._settle(sid)
                 self._settle_due(self.mark)
-                queue.extend(("link", (oid, sid)) for oid in res.new_order_ids)
 
     def _settle(self, sid: str, mark: float | None = None) -> None:
         state = self.shipments[sid]
@@ -87,10 +87,10 @@ class Engine:
                 self._settle(sid, end)
         return self
 
-    def _order_result(self, res, oid: str, queue: deque) -> None:
-        if not res.duplicate:
-            self.orders[oid] = res.state
-        queue.extend(("forwarded", {**ev, "shipment_id": sid}) for sid, ev in res.forwards)
+    def _order_result(self, step, oid: str, queue: deque) -> None:
+        if not step.applied.duplicate:
+            self.orders[oid] = step.applied.state
+        queue.extend(("forwarded", ev) for _sid, ev in step.forwards)
 
     def gauges(self, now: float | None = None) -> aggregate.OpenGauges:
         now = self.latest if now is None else now

@@ -10,7 +10,8 @@ STAGES = ("fulfilment", "origin", "linehaul", "customs", "last_mile")
 STAGE_RANK = {s: i for i, s in enumerate(STAGES)}
 
 #: (source, event_type) -> the stage that event opens. The import `released` customs event opens
-#: last_mile; an export release does not (see OPENS_IMPORT_ONLY).
+#: last_mile; an export release does not (timeline.apply opens a customs stage only for
+#: `direction` import).
 MILESTONES = {
     ("orders", "order_placed"): "fulfilment",
     ("shipments", "picked_up"): "origin",
@@ -22,9 +23,6 @@ MILESTONES = {
 #: Shipment events that end a shipment (the first one to arrive wins; later events are late).
 END_EVENTS = ("delivered", "returned", "lost")
 
-#: Exception types counted in corridor_shipment_exceptions_total{type}.
-EXCEPTION_TYPES = ("returned", "lost", "delivery_failed", "customs_hold",
-                   "customs_rejected", "customs_seized", "cancelled")
 #: Events that count as an exception when applied (ends are counted when the shipment ends).
 EVENT_EXCEPTIONS = {
     ("shipments", "delivery_failed"): "delivery_failed",

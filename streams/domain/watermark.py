@@ -95,3 +95,12 @@ def order_mark(global_shipments: float | None, order_side: float | None) -> floa
 def may_forget(expires_at: float | None, mark: float | None) -> bool:
     """Forget a key once the watermark is past the time its state expires."""
     return expires_at is not None and mark is not None and expires_at < mark
+
+
+def too_old(event_time: float, latest: float | None, retention: float) -> bool:
+    """An event for a shipment the worker does not hold, older by more than the retention than
+    the latest event time its own topic partition has carried (`latest`; None: nothing known):
+    a straggler whose shipment was forgotten, dead-lettered as `expired` rather than starting a
+    new, partial timeline. (Measured against its own topic: another topic of the partition may
+    legitimately run weeks ahead.)"""
+    return latest is not None and event_time < latest - retention

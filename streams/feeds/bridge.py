@@ -33,11 +33,11 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable, TextIO
 
 import orjson
 
+from streams.contract import deadletter
 from streams.errors import CliError
 
 log = logging.getLogger("corridor.bridge")
@@ -45,7 +45,6 @@ log = logging.getLogger("corridor.bridge")
 FORMATS = ("dcsa", "epcis")
 SUMMARY_EVERY = 30.0            # seconds between two summary lines
 POLL_MS = 500                   # the longest a stop request or the idle timer waits for a poll
-MAX_DETAIL_BYTES = 1000         # as the worker's dead letters
 
 
 class BridgeError(CliError):
@@ -89,7 +88,7 @@ def translate(raw: bytes | None, fmt: str, check, options: dict | None = None) -
     out = Outcome()
     value = raw or b""
     try:
-        items = adapter._event_list(value)    # the adapter's own reading of the document's structure
+        items = adapter.event_list(value)    # the adapter's own reading of the document's structure
     except Skip as exc:
         code, detail = _split(exc.reason)
         out.dead.append(Dead(value, code, detail, "document"))
@@ -227,16 +226,10 @@ class Bridge:
             self._send(topic, key, value, None)
             self.stats.published[topic] += 1
         for dead in outcome.dead:
-            headers = list(record.headers or ()) + [
-                ("corridor.reason", dead.reason.encode()),
-                ("corridor.detail", dead.detail.encode()[:MAX_DETAIL_BYTES]),
-                ("corridor.where", dead.where.encode()),
-                ("corridor.format", self.fmt.encode()),
-                ("corridor.source.topic", record.topic.encode()),
-                ("corridor.source.partition", str(record.partition).encode()),
-                ("corridor.source.offset", str(record.offset).encode()),
-                ("corridor.rejected_at", _now_iso().encode()),
-            ]
+            headers = deadletter.headers(
+                record.headers, dead.reason, dead.detail, record.topic, record.partition,
+                record.offset, extra=[("corridor.where", dead.where.encode()),
+                                      ("corridor.format", self.fmt.encode())])
             self._send(self.dlq, record.key, dead.value, headers)
             self.stats.dead[dead.reason] += 1
 
@@ -281,10 +274,6 @@ class Bridge:
                 self.producer.close(timeout=5)
             finally:
                 self.consumer.close(autocommit=False)
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ---- clients -------------------------------------------------------------------------------------
@@ -358,14 +347,14 @@ def main(settings, args: argparse.Namespace) -> int:
     """`corridor bridge`: 0 after a clean stop (SIGTERM, Ctrl-C, --max-messages, --idle-exit), 1 when
     the broker failed some sends (nothing after them is committed); BridgeError (exit 2) on bad
     flags, mapping or topic, or an unreachable broker."""
-    from streams.feeds.sources import SourceError, _feed_options
+    from streams.feeds.sources import SourceError, feed_options
     from streams.topics import DLQ_SUFFIX
 
     source = args.source
     if source in settings.input_topics.values() or source.endswith(DLQ_SUFFIX):
         raise BridgeError(f"--from {source}: read a raw feed topic, not an input or dead-letter topic")
     try:
-        options = _feed_options(args.input_format, args.mapping)
+        options = feed_options(args.input_format, args.mapping)
     except SourceError as exc:
         raise BridgeError(str(exc)) from None
     group = args.group or f"{settings.app_id}-bridge-{source}"

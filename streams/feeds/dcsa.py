@@ -93,7 +93,7 @@ def convert(doc, *, destinations: Mapping[str, str] | None = None,
     with ``events`` (v3 request/response) or a single event object."""
     events, rejects = [], []
     try:
-        items = _event_list(doc)
+        items = event_list(doc)
     except Skip as exc:
         return Converted([], [("document", exc.reason)])
     destinations = destinations or {}
@@ -106,7 +106,7 @@ def convert(doc, *, destinations: Mapping[str, str] | None = None,
     return Converted(events, rejects)
 
 
-def _event_list(doc) -> list:
+def event_list(doc) -> list:
     doc = parse_document(doc)
     if isinstance(doc, list):
         return doc

@@ -63,7 +63,7 @@ def convert(doc, *, shipment_key: str = "epc", locations: Mapping[str, str] | No
     """Convert an EPCISDocument / EPCISQueryDocument (text, bytes or parsed), a list of events or one
     event."""
     try:
-        items = _event_list(doc)
+        items = event_list(doc)
     except Skip as exc:
         return Converted([], [("document", exc.reason)])
     events, rejects = [], []
@@ -76,7 +76,7 @@ def convert(doc, *, shipment_key: str = "epc", locations: Mapping[str, str] | No
     return Converted(events, rejects)
 
 
-def _event_list(doc) -> list:
+def event_list(doc) -> list:
     doc = parse_document(doc)
     if isinstance(doc, list):
         return doc

@@ -77,7 +77,7 @@ def load(paths: Iterable[str | Path], fmt: str = "auto", mapping: str | Path | N
     if mapping is not None and fmt not in FEED_FORMATS:
         raise SourceError("--mapping is only for the input formats dcsa, epcis and csv-orders")
     if fmt in ("dcsa", "epcis"):
-        return _load_feed(paths, fmt, _feed_options(fmt, mapping))
+        return _load_feed(paths, fmt, feed_options(fmt, mapping))
     kinds = dict(_DEFAULT_TOPICS)
     kinds.update({name: kind for name, kind in (topics or {}).items()})
     out = Loaded()
@@ -247,7 +247,7 @@ def _read_mapping_file(mapping: str | Path) -> str:
         raise SourceError(f"cannot read mapping {mapping}: {exc.strerror}") from None
 
 
-def _feed_options(fmt: str, mapping: str | Path | None) -> dict:
+def feed_options(fmt: str, mapping: str | Path | None) -> dict:
     """Keyword arguments of dcsa.convert / epcis.convert from an optional mapping file."""
     if mapping is None:
         return {}

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from streams.errors import CliError
-from streams.domain import aggregate, timeline
+from streams.domain import aggregate, figures, timeline
 from streams.domain.aggregate import OpenGauges
 from streams.domain.engine import Engine
 from streams.domain.policy import PolicyError, SlaPolicy
@@ -121,12 +121,6 @@ def _quantiles(values) -> dict[str, float | None]:
     return {f"p{int(q * 100)}": float(qs[q]) for q in QUANTILES}
 
 
-def _delivered(tot: dict) -> tuple[int, int]:
-    on_time = sum(n for k, n in tot["delivered"].items() if k.endswith("|true"))
-    late = sum(n for k, n in tot["delivered"].items() if k.endswith("|false"))
-    return on_time, late
-
-
 def corridor_figures(report: Report) -> dict[str, dict]:
     """corridor -> its figures (JSON-able, seconds)."""
     g = report.gauges
@@ -134,11 +128,8 @@ def corridor_figures(report: Report) -> dict[str, dict]:
     out = {}
     for corr in report.corridors:
         tot = report.engine.totals.get(corr) or aggregate.new_totals()
-        on_time, late = _delivered(tot)
-        by_sl = defaultdict(lambda: {"on_time": 0, "late": 0})
-        for key, n in tot["delivered"].items():
-            sl, flag = key.split("|")
-            by_sl[sl]["on_time" if flag == "true" else "late"] += n
+        done = figures.delivered(tot)
+        on_time, late = done["on_time"], done["late"]
         t_count = sum(sum(row[:-1]) for row in tot["transit"].values())
         t_sum = sum(row[-1] for row in tot["transit"].values())
         values = report.transit.get(corr, [])
@@ -150,21 +141,20 @@ def corridor_figures(report: Report) -> dict[str, dict]:
             count, total = sum(row[:-1]), row[-1]
             stages[stage] = {"count": count, "sum": total, **_quantiles(report.dwell.get((corr, stage), [])),
                              "mean": total / count if count else None}
-        in_stage = {s: n for (c, s), n in g.in_stage.items() if c == corr}
-        overdue = {sl: n for (c, sl), n in g.overdue.items() if c == corr}
+        live = figures.open_figures(g, corr)
         out[corr] = {
             "delivered": on_time + late, "on_time": on_time, "late": late,
-            "on_time_rate": on_time / (on_time + late) if on_time + late else None,
-            "delivered_by_service_level": dict(sorted(by_sl.items())),
+            "on_time_rate": figures.on_time_rate(on_time, late),
+            "delivered_by_service_level": done["by_service_level"],
             "transit_seconds": {"count": t_count, "sum": t_sum, **_quantiles(values),
                                 "mean": t_sum / t_count if t_count else None},
             "stages": stages,
             "exceptions": dict(sorted(tot["exceptions"].items())),
-            "open": sum(in_stage.values()),
-            "in_stage": {s: in_stage[s] for s in STAGES if s in in_stage},
-            "overdue": sum(overdue.values()),
-            "overdue_by_service_level": dict(sorted(overdue.items())),
-            "excess_seconds": {s: secs for (c, s), secs in sorted(g.excess.items()) if c == corr and secs},
+            "open": live["open"],
+            "in_stage": live["in_stage"],
+            "overdue": sum(live["overdue"].values()),
+            "overdue_by_service_level": live["overdue"],
+            "excess_seconds": {s: v for s, v in live["excess_seconds"].items() if v},
             "bottleneck": bottlenecks.get(corr),
         }
     return out

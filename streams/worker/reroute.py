@@ -28,6 +28,7 @@ from typing import Callable, NamedTuple
 
 from streams.domain.partitioning import partition_for
 from streams.settings import Settings
+from streams.worker.sends import log_send_error
 
 log = logging.getLogger("corridor")
 
@@ -114,7 +115,7 @@ class Rerouter:
             (H_OFFSET, str(message.offset).encode())]
         fut = await self._producer().send(self.topics[topic], message.key, message.value, right,
                                           message.timestamp or None, headers)
-        fut.add_done_callback(_log_send_error)
+        fut.add_done_callback(log_send_error)
         self._counters.inc(self._counters.rerouted, topic)
         self._warn(message, right)
         return True
@@ -135,8 +136,3 @@ class Rerouter:
             "librdkafka clients (confluent-kafka, kcat) set partitioner=murmur2_random. "
             "Counted in corridor_events_rerouted_total.", topic, message.partition,
             message.offset, message.key[:100], right, self.topics[topic], more)
-
-
-def _log_send_error(fut) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("sending a record on to its partition failed: %r", fut.exception())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from streams.domain import aggregate, timeline
+from streams.domain import aggregate, figures, timeline
 from streams.domain.aggregate import TRANSIT_BUCKETS
 from streams.domain.stages import iso
 
@@ -49,24 +49,22 @@ def corridor_summary(totals: dict, gauges: aggregate.OpenGauges, now, partitions
     out = {}
     for corr in sorted(names):
         tot = totals.get(corr) or aggregate.new_totals()
-        on_time = sum(n for k, n in tot["delivered"].items() if k.endswith("|true"))
-        delivered = sum(tot["delivered"].values())
+        done = figures.delivered(tot)
+        on_time, delivered = done["on_time"], done["on_time"] + done["late"]
+        rate = figures.on_time_rate(done["on_time"], done["late"])
         transit = None
         for row in tot["transit"].values():
             transit = list(row) if transit is None else [a + b for a, b in zip(transit, row)]
         out[corr] = {
             "delivered": delivered, "on_time": on_time,
-            "on_time_rate": round(on_time / delivered, 6) if delivered else None,
+            "on_time_rate": None if rate is None else round(rate, 6),
             "exceptions": dict(sorted(tot["exceptions"].items())),
             "transit_seconds": None if transit is None else {
                 "p50": aggregate.quantile(transit, TRANSIT_BUCKETS, 0.5),
                 "p90": aggregate.quantile(transit, TRANSIT_BUCKETS, 0.9),
                 "p95": aggregate.quantile(transit, TRANSIT_BUCKETS, 0.95),
                 "mean": transit[-1] / sum(transit[:-1])},
-            "open": sum(n for (c, _), n in gauges.in_stage.items() if c == corr),
-            "in_stage": {s: n for (c, s), n in sorted(gauges.in_stage.items()) if c == corr},
-            "overdue": {sl: n for (c, sl), n in sorted(gauges.overdue.items()) if c == corr},
-            "excess_seconds": {s: v for (c, s), v in sorted(gauges.excess.items()) if c == corr},
+            **figures.open_figures(gauges, corr),
             "bottleneck": bottlenecks.get(corr),
         }
     return {"now": iso(now), "partitions": partitions, "corridors": out}

@@ -19,10 +19,10 @@ EXIT_CLUSTER_CHANGED = 3
 
 def cluster_id(settings: Settings, timeout: float = 3.0) -> str | None:
     """The cluster id the brokers report, or None while they cannot be reached."""
-    from streams.broker.embedded import _cluster_id
+    from streams.broker.embedded import query_cluster_id
     from streams.security import kafka_python_options
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    return _cluster_id(settings.bootstrap_servers, timeout, kafka_python_options(settings))
+    return query_cluster_id(settings.bootstrap_servers, timeout, kafka_python_options(settings))
 
 
 async def watch_cluster(settings: Settings, interval: float, exit_=os._exit) -> None:

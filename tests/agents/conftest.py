@@ -16,7 +16,7 @@ How the agents are driven (every seam is named here, so a Faust upgrade that bre
   producer does. Messages sent to the two internal join topics are carried to the other agent on
   the partition the real producer would have chosen; that is the whole join, done faithfully.
   Records an agent sends on to their key's partition (streams/worker/reroute.py) are carried the same way.
-* Tables write their changelog behind (streams.worker.app.Utf8KeyTable): the real producer sends the
+* Tables write their changelog behind (streams.worker.tables.Utf8KeyTable): the real producer sends the
   pending records before each commit. `Worker.commit()` does what that flush does
   (`faust_patches.write_changelogs`), so a test sees changelog records only after it.
 * `Pipeline.settle_mark` and `clock_bound` are replaced on the instance: with no consumer the

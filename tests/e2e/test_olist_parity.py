@@ -19,7 +19,7 @@ from streams.tools import report
 from streams.settings import Settings
 
 OLIST = shared_data() / "olist-10k"
-MAPPING = REPO / "streams" / "mappings" / "olist.toml"
+MAPPING = REPO / "streams" / "feeds" / "mappings" / "olist.toml"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

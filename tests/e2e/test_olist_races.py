@@ -24,7 +24,7 @@ from streams.tools.replay import replay
 from streams.settings import Settings
 
 OLIST = shared_data() / "olist-10k"
-MAPPING = REPO / "streams" / "mappings" / "olist.toml"
+MAPPING = REPO / "streams" / "feeds" / "mappings" / "olist.toml"
 DEADLINE = 300.0
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -20,7 +20,7 @@ DATA = shared_data()
 DCSA = DATA / "standards" / "dcsa"
 EPCIS = DATA / "standards" / "epcis"
 OLIST = DATA / "olist-10k"
-OLIST_MAPPING = Path(__file__).resolve().parents[2] / "streams" / "mappings" / "olist.toml"
+OLIST_MAPPING = Path(__file__).resolve().parents[2] / "streams" / "feeds" / "mappings" / "olist.toml"
 DECODERS = {kind: Decoder(kind) for kind in ("orders", "shipments", "customs")}
 
 

@@ -4,7 +4,7 @@ event-time order, and forgetting state (domain/watermark.py) never loses a deliv
 Schedules whose disorder stays within the grace period (allowed lateness, timeline.settle): every
 event is published up to GRACE after it happened, in any order that gives.
 
-A `Fleet` plays the two agents of streams/worker/app.py over partitioned topics with the domain's own
+A `Fleet` plays the two agents of streams/worker/agents.py over partitioned topics with the domain's own
 functions (timeline.apply, orders.apply_*, watermark.*): every topic partition is a queue, the
 join's internal topics (links, forwarded order events) are queues the fleet writes to, and state
 is forgotten exactly when the worker would forget it. Hypothesis draws

@@ -15,7 +15,7 @@ from streams.tools.replay import ReplayError
 from streams.settings import Settings
 
 DATA = shared_data()
-MAPPINGS = Path(__file__).resolve().parents[2] / "streams" / "mappings"
+MAPPINGS = Path(__file__).resolve().parents[2] / "streams" / "feeds" / "mappings"
 SETTINGS = Settings.from_env({}, broker="kafka://127.0.0.1:1", topic_orders="t-orders",
                              topic_shipments="t-shipments", topic_customs="t-customs")
 

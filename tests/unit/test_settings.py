@@ -1,7 +1,8 @@
 """Settings: env < flags, one-line errors, secrets from env or files and never in repr."""
 import pytest
 
-from streams.security import faust_credentials, kafka_python_options
+from streams.security import kafka_python_options
+from streams.worker.app import faust_credentials
 from streams.settings import Settings, SettingsError, env_table
 
 

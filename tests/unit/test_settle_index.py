@@ -1,9 +1,9 @@
-"""The settle index (streams.worker.app.settle_index, a DueIndex) over a store that hands out a copy per read, as the
+"""The settle index (streams.worker.indexes.settle_index, a DueIndex) over a store that hands out a copy per read, as the
 RocksDB store does: a shipment noted twice for the same time must be settled once."""
 import copy
 
 from builders import journey
-from streams.worker.app import settle_index
+from streams.worker.indexes import settle_index
 from streams.domain import timeline
 from streams.domain.policy import SlaPolicy
 

@@ -1,0 +1,94 @@
+"""Fixes for faust-streaming bugs that lose messages after a crash (docs/semantics.md "Crashes").
+
+Applied in every profile: they are Faust bugs, not broker ones. tests/e2e/test_crash.py and
+test_retention.py fail if they stop working. The upstream functions these replace, wrap or rely on,
+and their fingerprints, are in streams.worker.faust_patches.UPSTREAM (patch module "crash_fixes").
+"""
+from __future__ import annotations
+
+import asyncio
+
+
+def _drain_producer_buffer_patch() -> None:
+    """Make the producer buffer's flush send everything before the consumer commits.
+
+    Faust queues every table write (changelog record) in `ProducerBuffer` and sends it from a
+    background task. Before committing offsets the consumer calls `producer.flush()`, whose
+    `buffer.flush()` in faust-streaming 0.15.3 returns as soon as 0.1 s pass without a send: under
+    CPU load it returned with changelog records still queued, the offsets of the events that
+    caused them were committed, and a SIGKILL then lost those state changes for good (the
+    successor resumed after the events). Measured by benchmarks/crash_trials.py: about half of
+    the trials on a loaded machine ended with shipments "awaiting order"; none after this patch.
+    Applies to every profile: it is a Faust bug, not a broker one.
+    """
+    from faust.transport.producer import ProducerBuffer
+    if getattr(ProducerBuffer, "_corridor_patched", False):
+        return
+    send_pending = ProducerBuffer._send_pending
+
+    async def _send_pending(self, fut) -> None:
+        self._corridor_inflight = getattr(self, "_corridor_inflight", 0) + 1
+        try:
+            await send_pending(self, fut)
+        finally:
+            self._corridor_inflight -= 1
+
+    async def flush(self) -> None:
+        if self.app is not None and self.app.conf.producer_threaded:
+            return await self.flush_atmost(None)
+        while True:
+            try:
+                fut = self.pending.get_nowait()
+            except asyncio.QueueEmpty:
+                if not getattr(self, "_corridor_inflight", 0):
+                    return
+                await asyncio.sleep(0.001)     # the background task is handing one over
+                continue
+            await _send_pending(self, fut)
+
+    ProducerBuffer._send_pending = _send_pending
+    ProducerBuffer.flush = flush
+    ProducerBuffer._corridor_patched = True
+
+
+def _seek_with_flow_stopped_patch() -> None:
+    """No message may reach a stream between a partition's resume and its seek to the committed
+    offset.
+
+    faust-streaming 0.15.3's recovery resumes the stream partitions, then awaits the seek to the
+    committed offsets, then resumes the streams' flow control. Records fetched during that await
+    reached the streams while their flow control was still suspended; the stream skips such a
+    message and acks it, and the seek had already happened, so nothing fetched them again: the
+    first messages of a partition were lost when a worker started under load
+    (benchmarks/crash_trials.py: a missing delivery in about one trial in ten). Stopping the
+    consumer's flow for the seek drops what was fetched (the seek fetches it again), and recovery
+    resumes the flow only after the streams' flow control. Partitions without a committed offset
+    go back to their beginning (the `earliest` reset policy): aiokafka leaves them where they are.
+    Applies to every profile: it is a Faust bug, not a broker one.
+    """
+    from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    if getattr(Consumer, "_corridor_seek_patched", False):
+        return
+    perform_seek = Consumer.perform_seek
+
+    async def _perform_seek(self) -> None:
+        self.stop_flow()
+        await perform_seek(self)
+
+    async def _seek_to_committed(self):
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
+        streams = self.app.topics.acking_topics      # not changelogs: recovery positions those
+        fresh = [tp for tp, offset in committed.items() if not offset and tp.topic in streams]
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+        return committed
+
+    async def seek_to_committed(self):
+        return await self.call_thread(self._corridor_seek_to_committed)
+
+    Consumer.perform_seek = _perform_seek
+    AIOKafkaConsumerThread._corridor_seek_to_committed = _seek_to_committed
+    AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
+    Consumer._corridor_seek_patched = True

@@ -1,0 +1,174 @@
+"""Recovery reads each changelog to its true end and never stops with faust's ConsistencyError.
+
+The true ends are read on the embedded broker only, whose ListOffsets stops at the last batch's
+first record; offsets ahead of the end are settled in every profile (`_recovery_ends_patch`,
+docs/semantics.md "Crashes", tests/e2e/test_changelog_tail.py). The faust functions it wraps or
+relies on, and their fingerprints, are in streams.worker.faust_patches.UPSTREAM (patch module
+"recovery"; RECOVERY_SOURCES is derived from it).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+# Whether recoveries read the true ends (`_TRUE_ENDS`) is kept in the package, not here: apply()
+# sets it there and tests set `faust_patches._TRUE_ENDS`, so this module reads it from there.
+from streams.worker import faust_patches as _package
+
+log = logging.getLogger("corridor.recovery")
+
+
+#: The longest the embedded profile keeps trying to read the changelog ends of one recovery step
+#: before it goes on with ListOffsets' answers (faust abandons recovery for good if a step takes
+#: broker_request_timeout, 90 s by default).
+TRUE_END_BUDGET = 30.0
+
+
+def _recovery_ends_patch(true_ends: bool) -> None:
+    """Recovery reads every changelog to its true end, and a store past that end stops nothing.
+
+    True ends (embedded profile only). faust's Recovery reads a changelog partition up to the
+    end that `Consumer.highwaters` (ListOffsets) answers. Tansu answers the base offset of the
+    partition's last record batch + 1 (docs/broker.md), so a changelog whose last batch holds
+    several records (a worker killed, or a broker frozen, between a commit's records and its end
+    marker) was read short, and a worker whose store had seen further (its own writes, an
+    earlier recovery whose fetch went past that answer, the clock GlobalTable that it reads all
+    along) died with ConsistencyError at the next rebalance ("18 > 15"). Here each answer is
+    checked by a fetch from it onward (streams.worker.changelog_ends.true_end_offsets) and recovery
+    reads to the true end; partitions corrected are logged and counted.
+
+    Offsets ahead (every profile). A recovery offset above the (true) end means the log lost
+    records the store holds (docs/semantics.md "Crashes"): instead of faust's ConsistencyError,
+    the worker logs a warning, counts it and reads on from the end, its store kept (the offset,
+    and the RocksDB store's persisted offset, are lowered to the end, so later records are read,
+    not skipped). An offset that is ahead only because the log grew while its end was read (the
+    clock GlobalTable is read all along) is not: the end is read again first. faust's own check
+    (`recovery_consistency_check`, which only raises) is off (streams.worker.app.faust_settings): it
+    runs a loop turn after these, when such growth can still pass it.
+
+    Replaces faust.tables.recovery.Recovery._build_highwaters and _build_offsets (faust-streaming
+    0.15.3, each called first as it is), checked by source fingerprint (RECOVERY_SOURCES) in
+    `apply` before anything is patched.
+    """
+    if true_ends:
+        _package._TRUE_ENDS = True
+    from faust.tables.recovery import Recovery
+    if getattr(Recovery, "_corridor_ends_patched", False):
+        return
+    wrapped = {"_build_highwaters": Recovery._build_highwaters,
+               "_build_offsets": Recovery._build_offsets,
+               "_restart_recovery": Recovery.__dict__["_restart_recovery"].fun}
+    build_highwaters, build_offsets = wrapped["_build_highwaters"], wrapped["_build_offsets"]
+
+    async def _build_highwaters(self, consumer, tps, destination, title) -> None:
+        await build_highwaters(self, consumer, tps, destination, title)
+        if _package._TRUE_ENDS and tps:
+            await _read_true_ends(self, tps, destination)
+        if destination is self.standby_highwaters:     # standby offsets are built and sought
+            await _settle_offsets_ahead(self, consumer, tps, self.standby_offsets, destination,
+                                        seek=True)
+
+    async def _build_offsets(self, consumer, tps, destination, title) -> None:
+        await build_offsets(self, consumer, tps, destination, title)
+        if destination is self.active_offsets:         # active highwaters are built, no seek yet
+            await _settle_offsets_ahead(self, consumer, tps, destination, self.active_highwaters,
+                                        seek=False)
+
+    Recovery._build_highwaters = _build_highwaters
+    Recovery._build_offsets = _build_offsets
+    Recovery._corridor_ends_originals = wrapped
+    Recovery._corridor_ends_patched = True
+
+
+def _recovery_counters(recovery):
+    """The app's RecoveryCounters, registered with the corridor pipeline's registry if any."""
+    from streams.worker.changelog_ends import RecoveryCounters
+    app = recovery.app
+    counters = app.__dict__.get("_corridor_recovery_counters")
+    if counters is None:
+        registry = getattr(getattr(app, "corridor", None), "registry", None)
+        counters = RecoveryCounters(registry, sorted(t.name for t in recovery.tables.values()))
+        app.__dict__["_corridor_recovery_counters"] = counters
+    return counters
+
+
+def _table_name(recovery, tp) -> str:
+    table = recovery.tp_to_table.get(tp)
+    return table.name if table is not None else tp.topic
+
+
+async def _probe_true_ends(recovery, tps, highwaters) -> dict | None:
+    """{tp: true end offset} read by fetching from the ends in `highwaters` (faust's notation:
+    end - 1); tried again for up to TRUE_END_BUDGET s, then None (logged as an error)."""
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
+
+    from streams.worker.changelog_ends import PROBE_TIMEOUT, true_end_offsets
+    conf = recovery.app.conf
+    servers = server_list(conf.broker, 9092)
+    options = credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context)
+    listed = {tp: highwaters[tp] + 1 for tp in tps if highwaters.get(tp) is not None}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TRUE_END_BUDGET
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - loop.time()
+        try:
+            return await true_end_offsets(servers, tps, listed, client_options=options,
+                                          timeout=max(min(PROBE_TIMEOUT, remaining), 1.0))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if deadline - loop.time() < 2.0:
+                log.error("could not read the true ends of %d changelog partitions in %d "
+                          "attempts (%r): recovery reads to the ListOffsets answers, which may "
+                          "stop short of the broker's records", len(listed), attempt, exc)
+                return None
+            log.warning("reading the true ends of the changelogs failed (%r); trying again", exc)
+            await asyncio.sleep(1.0)
+
+
+async def _read_true_ends(recovery, tps, highwaters) -> None:
+    ends = await _probe_true_ends(recovery, tps, highwaters)
+    if not ends:
+        return
+    counters = _recovery_counters(recovery)
+    for tp in sorted(ends):
+        end, listed = ends[tp], highwaters[tp] + 1
+        if end > listed:
+            name = _table_name(recovery, tp)
+            log.info("changelog %s[%d] of table %s: ListOffsets answered %d, the log ends at %d; "
+                     "recovery reads to %d", tp.topic, tp.partition, name, listed, end, end)
+            counters.corrected.labels(name).inc()
+            highwaters[tp] = end - 1
+
+
+async def _settle_offsets_ahead(recovery, consumer, tps, offsets, highwaters, *, seek: bool):
+    """Lower every recovery offset above its changelog's (true) end to that end: see
+    `_recovery_ends_patch` and docs/semantics.md "Crashes"."""
+    from streams.worker.changelog_ends import offsets_ahead
+    ahead = offsets_ahead(tps, offsets, highwaters)
+    if not ahead:
+        return
+    # The log may have grown since its end was read: read the end of those partitions again.
+    again = {tp for tp, _o, _h in ahead}
+    if _package._TRUE_ENDS:
+        ends = await _probe_true_ends(recovery, again, highwaters) or {}
+    else:
+        ends = await consumer.highwaters(*again)
+    for tp, end in ends.items():
+        if end is not None and end - 1 > highwaters[tp]:
+            highwaters[tp] = end - 1
+    for tp, offset, last in offsets_ahead(tps, offsets, highwaters):
+        name = _table_name(recovery, tp)
+        log.warning("changelog %s[%d] of table %s ends at offset %d, but this worker's store has "
+                    "seen offset %d there: the log lost records the store holds. Keeping the "
+                    "store and reading on from the end (docs/semantics.md \"Crashes\")",
+                    tp.topic, tp.partition, name, last + 1, offset)
+        _recovery_counters(recovery).ahead.labels(name).inc()
+        offsets[tp] = last
+        table = recovery.tp_to_table.get(tp)
+        if table is not None:
+            table.data.set_persisted_offset(tp, last)
+        if seek:
+            await consumer.seek_wait({tp: max(last, 0)})
