@@ -1,11 +1,13 @@
 """Per-corridor figures: totals of observations (counters, histograms) and open-shipment gauges.
 
-Totals are JSON-able dicts so that they live in a changelogged table next to the timelines:
+Totals are `records.TotalsRecord`s, JSON-able dicts that live in a changelogged table next to
+the timelines, keyed "<partition>|<corridor>" (streams/domain/records.py documents the record):
 
     delivered   {"<service_level>|<true|false>": count}
     exceptions  {"<type>": count}
     transit     {"<service_level>": [bucket counts..., +Inf count, sum]}   non-cumulative buckets
     dwell       {"<stage>": [bucket counts..., +Inf count, sum]}
+    o           {source: the last settlement number counted}: added by totals.count_once, not here
 
 Gauges of open shipments are computed at read time from one small entry per open shipment
 (`timeline.open_entry`, `gauges_of`).
@@ -17,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from streams.domain.policy import SlaPolicy
+from streams.domain.records import Observation, TotalsRecord
 from streams.domain.stages import STAGES
 from streams.domain.timeline import open_entry
 
@@ -29,7 +32,7 @@ DWELL_BUCKETS = (1 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 1 * DAY, 2 * DAY, 3 * 
                  7 * DAY, 10 * DAY, 14 * DAY, 21 * DAY)
 
 
-def new_totals() -> dict:
+def new_totals() -> TotalsRecord:
     return {"delivered": {}, "exceptions": {}, "transit": {}, "dwell": {}}
 
 
@@ -41,8 +44,9 @@ def _observe(hist: dict, key: str, buckets: tuple[float, ...], value: float) -> 
     row[-1] += value
 
 
-def add(totals: dict, obs: tuple) -> None:
-    """Add one observation from timeline.apply (its corridor is obs[1]; the caller picks the row)."""
+def add(totals: TotalsRecord, obs: Observation) -> None:
+    """Add one observation from timeline.settle, a tuple or (read back from `lobs`) a list. Its
+    corridor is obs[1]; the caller picks the record."""
     kind = obs[0]
     if kind == "delivered":
         _, _corr, sl, on_time, transit = obs
@@ -59,8 +63,9 @@ def add(totals: dict, obs: tuple) -> None:
         raise ValueError(f"unknown observation {obs!r}")
 
 
-def merge(into: dict, other: dict) -> dict:
-    """Sum two totals (for a worker holding several partitions, or a report)."""
+def merge(into: TotalsRecord, other: TotalsRecord) -> TotalsRecord:
+    """Sum two totals (for a worker holding several partitions, or a report). `o` is not summed:
+    it numbers one partition's settlements."""
     for section in ("delivered", "exceptions"):
         for k, v in other[section].items():
             into[section][k] = into[section].get(k, 0) + v

@@ -6,18 +6,18 @@ naming the order) forwards every order event already known. The shipment side de
 event_id, so forwarding twice is harmless, and a redelivered (duplicate) order event or link
 forwards again: after a crash the state change may have reached the changelog while the forwards
 did not, and dropping them then would leave the shipment waiting for its order forever.
-State (JSON-able dict):
 
-    id         order id
-    events     the order's contract events (order_placed, order_cancelled), at most MAX_ORDER_EVENTS
-    shipments  shipment ids linked to this order
-    seen       event ids applied (dedupe)
-    t          latest event time of the order or of a link to it (epoch seconds), for expiry
+The state of one order is a `records.OrderState` (the `orders` table value and changelog record,
+documented in streams/domain/records.py): its events (at most MAX_ORDER_EVENTS) and their ids,
+the shipments linked to it (at most MAX_LINKS), and `t`, the latest event time of the order or of
+a link to it, for expiry. The worker adds the partition `p`. Records written before `t` existed
+(changelog version 1) are read with `state.get("t")`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from streams.domain.records import OrderState
 from streams.domain.stages import parse_time
 
 MAX_ORDER_EVENTS = 16
@@ -26,16 +26,16 @@ MAX_LINKS = 256
 
 @dataclass
 class OrderApplied:
-    state: dict
+    state: OrderState
     forwards: list[tuple[str, dict]] = field(default_factory=list)   # (shipment_id, order event)
     duplicate: bool = False
 
 
-def new_order(order_id: str) -> dict:
+def new_order(order_id: str) -> OrderState:
     return {"id": order_id, "events": [], "shipments": [], "seen": [], "t": None}
 
 
-def apply_order_event(state: dict | None, event: dict) -> OrderApplied:
+def apply_order_event(state: OrderState | None, event: dict) -> OrderApplied:
     state = state if state is not None else new_order(event["order_id"])
     if event["event_id"] in state["seen"]:
         return OrderApplied(state, [(sid, event) for sid in state["shipments"]], duplicate=True)
@@ -49,7 +49,7 @@ def apply_order_event(state: dict | None, event: dict) -> OrderApplied:
     return OrderApplied(state, [(sid, event) for sid in state["shipments"]])
 
 
-def expires_at(state: dict, retention: float) -> float | None:
+def expires_at(state: OrderState, retention: float) -> float | None:
     """An order is forgotten a retention after its last event or link; an order that no shipment
     has named yet (nor cancelled) is kept four retentions: parcels can wait that long for stock;
     so is a link whose order has not been read: the order's feed may lag the shipments'."""
@@ -60,7 +60,7 @@ def expires_at(state: dict, retention: float) -> float | None:
     return state["t"] + (retention if shipped and state["events"] else 4 * retention)
 
 
-def expiry_reason(state: dict) -> str:
+def expiry_reason(state: OrderState) -> str:
     """Why an order that `expires_at` let go was forgotten (the `reason` label of
     corridor_state_expired_total): `shipped` (linked or cancelled, a retention after its last
     event or link), `never_shipped` (no shipment named it in four retentions) or
@@ -73,7 +73,7 @@ def expiry_reason(state: dict) -> str:
     return "shipped" if shipped else "never_shipped"
 
 
-def apply_link(state: dict | None, order_id: str, shipment_id: str,
+def apply_link(state: OrderState | None, order_id: str, shipment_id: str,
                at: float | None = None) -> OrderApplied:
     state = state if state is not None else new_order(order_id)
     if at is not None:

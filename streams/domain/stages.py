@@ -20,7 +20,8 @@ MILESTONES = {
     ("customs", "released"): "last_mile",
 }
 
-#: Shipment events that end a shipment (the first one to arrive wins; later events are late).
+#: Shipment events that end a shipment (the earliest in event time wins until the figures are
+#: final, timeline.apply; events after that are late).
 END_EVENTS = ("delivered", "returned", "lost")
 
 #: Events that count as an exception when applied (ends are counted when the shipment ends).

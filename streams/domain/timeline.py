@@ -1,23 +1,10 @@
 """One shipment's joined timeline and the rules that turn it into SLA figures.
 
-The state of one shipment is a plain JSON-able dict (it is a Faust table value and a changelog
-record), built only by `apply`:
-
-    id        shipment id
-    orders    order ids in the order shipment events name them; orders[0] is the primary order
-    of        {order_id: {seller, buyer, sl, placed, promised, cancelled}} facts from the orders topic
-    origin, dest, carrier, tracking   latest values from shipment events
-    ms        {stage: epoch seconds}: the earliest event time of each stage-opening milestone
-    end       [end_type, epoch seconds] once delivered / returned / lost / cancelled, else None
-              (the earliest end in event time, until the figures are final)
-    fin       True once the figures are final: the watermark has passed the end + the grace
-    observed  True once the end has been turned into metric observations (exactly once)
-    pend      [[exception type, event time], ...] waiting to be counted: until the watermark has
-              passed their time (no earlier end can still arrive) and the corridor is known
-    ev        [[t, source, event_type, event_id, info], ...] sorted by event time, capped
-    seen      event ids applied (dedupe), capped
-    first, last  earliest / latest event time applied
-    late      events that arrived after the figures were final
+The state of one shipment is a `records.TimelineState`: a plain JSON-able dict with short keys.
+It is a Faust table value and a changelog record, so its fields, their units and the older
+shapes still found in changelogs are documented in streams/domain/records.py. `new_state`
+creates it and `apply` folds in events. `settle` sets `fin`, `observed` and `pend` and compacts
+`ev`, `remember` appends to `lobs`, and the worker sets the partition `p`.
 
 `apply(state, source, event)` folds one event into the state; `settle(state, policy, mark, grace)`
 turns what the watermark `mark` has made certain into observations, which the caller adds to the
@@ -32,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 
 from streams.domain.policy import SlaPolicy
+from streams.domain.records import Observation, OrderFacts, TimelineState
 from streams.domain.stages import (END_EVENTS, EVENT_EXCEPTIONS, MILESTONES, STAGE_RANK, STAGES, UNKNOWN,
                      corridor_of, iso, parse_time)
 
@@ -48,7 +36,7 @@ KEPT_AFTER_END = MILESTONE_TYPES | {etype for (_src, etype) in EVENT_EXCEPTIONS}
 @dataclass
 class Applied:
     """What one event did to a shipment."""
-    state: dict
+    state: TimelineState
     duplicate: bool = False
     late: bool = False
     #: Links to publish to the orders side, each stamped with `event_time`: the event-time at
@@ -59,14 +47,14 @@ class Applied:
     event_time: float | None = None                          # occurred_at of this event
 
 
-def new_state(shipment_id: str) -> dict:
+def new_state(shipment_id: str) -> TimelineState:
     return {"id": shipment_id, "orders": [], "of": {}, "origin": None, "dest": None,
             "carrier": None, "tracking": None, "ms": {}, "end": None, "fin": False, "observed": False,
             "pend": [], "ev": [], "seen": [], "first": None, "last": None, "late": 0}
 
 
 # ---- derived facts ------------------------------------------------------------------------
-def primary_order(state: dict) -> dict | None:
+def primary_order(state: TimelineState) -> OrderFacts | None:
     """Facts of the primary order once its order_placed is known, else None."""
     if not state["orders"]:
         return None
@@ -74,7 +62,7 @@ def primary_order(state: dict) -> dict | None:
     return facts if facts and facts.get("placed") is not None else None
 
 
-def corridor(state: dict) -> str:
+def corridor(state: TimelineState) -> str:
     """From the primary order (seller-buyer); until it is known, from the shipment's countries."""
     order = primary_order(state)
     if order is not None:
@@ -82,12 +70,12 @@ def corridor(state: dict) -> str:
     return corridor_of(state["origin"], state["dest"])
 
 
-def service_level(state: dict) -> str:
+def service_level(state: TimelineState) -> str:
     order = primary_order(state)
     return order["sl"] if order is not None else UNKNOWN
 
 
-def promise(state: dict, policy: SlaPolicy) -> float | None:
+def promise(state: TimelineState, policy: SlaPolicy) -> float | None:
     """promised_delivery_at of the primary order, else placed + the policy's hours; None if no order."""
     order = primary_order(state)
     if order is None:
@@ -97,14 +85,14 @@ def promise(state: dict, policy: SlaPolicy) -> float | None:
     return order["placed"] + policy.promise_seconds(corridor(state), order["sl"])
 
 
-def milestones(state: dict, until: float | None = None) -> list[tuple[float, str]]:
+def milestones(state: TimelineState, until: float | None = None) -> list[tuple[float, str]]:
     """(time, stage) sorted by event time, journey order breaking ties; optionally up to `until`."""
     out = [(t, s) for s, t in state["ms"].items() if until is None or t <= until]
     out.sort(key=lambda item: (item[0], STAGE_RANK[item[1]]))
     return out
 
 
-def stage_durations(state: dict) -> list[tuple[str, float, float | None]]:
+def stage_durations(state: TimelineState) -> list[tuple[str, float, float | None]]:
     """(stage, start, seconds) per reached stage; the current stage of an open shipment has None."""
     end_t = state["end"][1] if state["end"] else None
     ms = milestones(state, end_t)
@@ -115,7 +103,7 @@ def stage_durations(state: dict) -> list[tuple[str, float, float | None]]:
     return out
 
 
-def has_parcel_events(state: dict) -> bool:
+def has_parcel_events(state: TimelineState) -> bool:
     """Has any shipment or customs event been applied? (Order facts alone are not a parcel.)"""
     for e in state["ev"]:
         if e[1] != "orders":
@@ -123,7 +111,7 @@ def has_parcel_events(state: dict) -> bool:
     return False
 
 
-def expires_at(state: dict, retention: float) -> float | None:
+def expires_at(state: TimelineState, retention: float) -> float | None:
     """Event time after which a shipment may be forgotten; None while it is needed.
 
     An ended, observed shipment: its end + retention. A state that holds only order facts (the
@@ -136,14 +124,14 @@ def expires_at(state: dict, retention: float) -> float | None:
     return state["end"][1] + retention
 
 
-def expiry_reason(state: dict) -> str:
+def expiry_reason(state: TimelineState) -> str:
     """Why a shipment that `expires_at` let go was forgotten (the `reason` label of
     corridor_state_expired_total): `ended` (observed, a retention after its end) or
     `order_facts_only` (an order forwarded to a shipment that had already been forgotten)."""
     return "ended" if state["end"] is not None else "order_facts_only"
 
 
-def awaiting_order(state: dict) -> bool:
+def awaiting_order(state: TimelineState) -> bool:
     """A parcel (shipment or customs events applied) whose primary order is not known: it cannot
     be attributed to its corridor's SLA and, if it has ended, is not counted until the order
     arrives (corridor_shipments_awaiting_order)."""
@@ -151,7 +139,7 @@ def awaiting_order(state: dict) -> bool:
         and not (state["end"] is not None and state["end"][0] == "cancelled")
 
 
-def current_stage(state: dict) -> tuple[str, float] | None:
+def current_stage(state: TimelineState) -> tuple[str, float] | None:
     """(stage, since) for an open shipment: its latest milestone; fulfilment from its first event if none."""
     if state["end"] is not None or not has_parcel_events(state):
         return None     # ended, or only order facts so far: not a parcel on its way
@@ -163,7 +151,7 @@ def current_stage(state: dict) -> tuple[str, float] | None:
 
 
 # ---- the state transition ---------------------------------------------------------------------
-def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
+def apply(state: TimelineState | None, source: str, event: dict, policy: SlaPolicy,
           max_events: int = 100) -> Applied:
     """Apply one contract event (`source` = orders | shipments | customs) to a shipment's state.
 
@@ -226,14 +214,14 @@ def apply(state: dict | None, source: str, event: dict, policy: SlaPolicy,
     return result
 
 
-def is_final(state: dict) -> bool:
-    """Are the shipment's figures final? (States written before the grace period existed were
-    final as soon as they ended.)"""
+def is_final(state: TimelineState) -> bool:
+    """Are the shipment's figures final? A state without `fin` (changelog versions 1-3,
+    records.py) was final as soon as it ended."""
     fin = state.get("fin")
     return state["end"] is not None if fin is None else fin
 
 
-def settle_due(state: dict, grace: float) -> float | None:
+def settle_due(state: TimelineState, grace: float) -> float | None:
     """The watermark beyond which `settle` has something to do for this shipment (-inf: at once),
     else None (nothing, or waiting for facts that only an event brings: its corridor, its order)."""
     if state["end"] is None and not state["pend"]:
@@ -251,10 +239,12 @@ def settle_due(state: dict, grace: float) -> float | None:
 
 
 def _pend_time(item) -> float:
-    return item[1] if isinstance(item, list) else float("-inf")     # str: written before times
+    # A str item (changelog versions 1-3, records.py) has no time: it is due at once.
+    return item[1] if isinstance(item, list) else float("-inf")
 
 
-def settle(state: dict, policy: SlaPolicy, mark: float | None, grace: float) -> list[tuple]:
+def settle(state: TimelineState, policy: SlaPolicy, mark: float | None,
+           grace: float) -> list[Observation]:
     """The observations the watermark `mark` (event time every topic of the shipment's partition
     has reached; None: unknown) makes certain, marking them done in the state:
 
@@ -263,7 +253,7 @@ def settle(state: dict, policy: SlaPolicy, mark: float | None, grace: float) -> 
       figures are final), and once the corridor is known;
     - the end, once the watermark is past the end + `grace`: the figures are then final (and
       observed when the primary order is known: transit and promise need order_placed)."""
-    out: list[tuple] = []
+    out: list[Observation] = []
     end = state["end"]
     if end is not None and not is_final(state) and mark is not None and mark > end[1] + grace:
         state["fin"] = True
@@ -273,7 +263,7 @@ def settle(state: dict, policy: SlaPolicy, mark: float | None, grace: float) -> 
     final = is_final(state)
     keep = []
     for item in state["pend"]:
-        exc, t = (item, float("-inf")) if isinstance(item, str) else item
+        exc, t = (item, float("-inf")) if isinstance(item, str) else item     # str: see _pend_time
         if not (final or (mark is not None and t <= mark)):
             keep.append(item)
         elif end is None or t <= end[1] + grace:
@@ -288,7 +278,7 @@ def _time_of(item: list) -> float:
     return item[0]
 
 
-def _record(state: dict, item: list, max_events: int) -> None:
+def _record(state: TimelineState, item: list, max_events: int) -> None:
     events = state["ev"]
     if not events or events[-1][0] <= item[0]:      # in time order: the usual case
         events.append(item)
@@ -315,7 +305,7 @@ def _info(source: str, event: dict) -> str | None:
     return None
 
 
-def _shipment_facts(state: dict, event: dict, result: Applied) -> None:
+def _shipment_facts(state: TimelineState, event: dict, result: Applied) -> None:
     for oid in event.get("order_ids") or ():
         if oid not in state["orders"]:
             state["orders"].append(oid)
@@ -326,7 +316,7 @@ def _shipment_facts(state: dict, event: dict, result: Applied) -> None:
             state[key] = event[field_]
 
 
-def _order_facts(state: dict, event: dict, t: float) -> None:
+def _order_facts(state: TimelineState, event: dict, t: float) -> None:
     # Only shipment events name the orders (their order makes the primary one): an order's events
     # normally come after the shipment event that linked it, but after a crash they can be read
     # before it is applied again, and must not make a later-named order primary.
@@ -344,12 +334,13 @@ def _order_facts(state: dict, event: dict, t: float) -> None:
         facts["cancelled"] = True
 
 
-def _all_cancelled(state: dict) -> bool:
+def _all_cancelled(state: TimelineState) -> bool:
     return bool(state["orders"]) and all(
         state["of"].get(oid, {}).get("cancelled") for oid in state["orders"])
 
 
-def _observe_end(state: dict, policy: SlaPolicy, corr: str, out: list[tuple]) -> None:
+def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
+                 out: list[Observation]) -> None:
     """The end observation of a final shipment, once (cancelled: at once; else once its primary
     order is known)."""
     end_type, end_t = state["end"]
@@ -376,29 +367,30 @@ def _observe_end(state: dict, policy: SlaPolicy, corr: str, out: list[tuple]) ->
 RECENT_OBSERVING = 4
 
 
-def remember(state: dict, source: str, seq: int, observations: list[tuple]) -> None:
+def remember(state: TimelineState, source: str, seq: int,
+             observations: list[Observation]) -> None:
     """Keep the observations that settlement number `seq` (of `source`) counted, the last
-    RECENT_OBSERVING of them ("lobs").
+    RECENT_OBSERVING of them ("lobs": [source, seq, observations], records.Remembered).
 
     The shipment's state and the per-corridor totals are two records (two changelogs). A crash
     can persist the state without the totals: the worker's successor compares what the states
-    remember with the numbers the totals counted and adds the difference (streams.worker.app
-    Pipeline.reconcile). Observations come back as lists after a changelog round trip;
-    `aggregate.add` takes either.
+    remember with the numbers the totals counted and adds the difference (totals.missing,
+    called by streams.worker.pipeline Pipeline.reconcile). Observations come back as lists
+    after a changelog round trip; `aggregate.add` takes either.
     """
     kept = state.setdefault("lobs", [])
     kept.append([source, seq, observations])
     del kept[:-RECENT_OBSERVING]
 
 
-def compact(state: dict) -> None:
+def compact(state: TimelineState) -> None:
     """An observed shipment needs only its milestones, end and exceptions (for its view) and its
     seen ids (for dedupe): routine scans go. Late events are still appended afterwards."""
     state["ev"] = [e for e in state["ev"] if e[2] in KEPT_AFTER_END]
 
 
 # ---- read side --------------------------------------------------------------------------------
-def open_entry(state: dict, policy: SlaPolicy) -> tuple | None:
+def open_entry(state: TimelineState, policy: SlaPolicy) -> tuple | None:
     """What the open-shipment gauges need of one shipment, independent of the clock, else None
     (not open): (corridor, service_level, stage, beyond, due) where the stage runs over its target
     from `beyond` on and the shipment is overdue after `due` (None: no promise).
@@ -415,7 +407,7 @@ def open_entry(state: dict, policy: SlaPolicy) -> tuple | None:
     return corr, sl, stage, since + policy.stage_target(corr, stage, sl), promise(state, policy)
 
 
-def describe(state: dict, now: float, policy: SlaPolicy) -> dict:
+def describe(state: TimelineState, now: float, policy: SlaPolicy) -> dict:
     """The timeline as the /shipments/{id} view and `corridor shipment ID` show it."""
     corr = corridor(state)
     due = promise(state, policy)

@@ -15,6 +15,10 @@ from typing import Iterable
 
 from streams.domain import aggregate
 
+#: The numbering source of settlements, in totals "o" and timeline "lobs" (the changelog format,
+#: streams.domain.records).
+SETTLED = "#fin"
+
 
 def key(partition: int, corridor: str) -> str:
     return f"{partition}|{corridor}"

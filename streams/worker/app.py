@@ -9,7 +9,7 @@ co-partitions all of them: partition p of every topic lives on the same worker):
 
     shipments, customs-events, <app>-shipment-orders ── agent timelines ── table timelines
         (key shipment_id)                                  │              table totals  "<p>|<corridor>"
-                                                           └─> <app>-order-links      table clock   "<p>"
+                                                           └─> <app>-order-links      table clock   "p<n>", "w<n>", "t<n>|<topic>"
 
 The per-corridor totals are keyed by source partition, so each partition's totals travel with it
 (changelog partition p) and a worker exports only the partitions it owns.

@@ -82,8 +82,8 @@ class TotalsExposition:
     service level (5,400 lines, 46 ms through prometheus_client at 5,000 shipments). Each
     (corridor, partition) record is rendered by prometheus_client on its own, the same text as
     `totals_families` gives, and the text is reused while the record's `stamp` is unchanged. The
-    stamp is the record's source offsets ("o"): every change to a totals record advances one of
-    them (streams.worker.app._add_observations), and a record recovered from the changelog carries them.
+    stamp is the record's settlement numbers ("o"): every change to a totals record advances one of
+    them (Pipeline.count, streams.domain.totals.count_once), and a record recovered from the changelog carries them.
     """
 
     def __init__(self):

@@ -36,8 +36,8 @@ log = logging.getLogger("corridor")
 
 #: How long an agent reuses a partition's settle watermark (seconds of wall time).
 SETTLE_MARK_SECONDS = 0.02
-#: The source under which settled observations are numbered (totals "o", timeline "lobs").
-FIN_SOURCE = "#fin"
+#: The source under which settled observations are numbered (part of the changelog format).
+FIN_SOURCE = totals_rule.SETTLED
 
 
 class Tables(NamedTuple):

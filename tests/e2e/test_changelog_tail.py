@@ -2,7 +2,7 @@
 killed between a commit's records and its markers leaves): the embedded broker's ListOffsets
 stops at that batch's first record, recovery reads to the true end anyway, and a worker whose
 store has seen further does not die at the next rebalance (docs/semantics.md "Crashes",
-docs/broker.md "The ListOffsets tail", streams/worker/faust_patches.py `_recovery_ends_patch`).
+docs/broker.md "The ListOffsets tail", streams/worker/faust_patches/recovery.py).
 """
 import asyncio
 import os

@@ -3,7 +3,7 @@
 Four kinds, a module each: workarounds for the embedded broker (Tansu, docs/broker.md), applied in
 the embedded profile only (`embedded`); fixes for Faust bugs that lose messages after a crash
 (docs/semantics.md "Crashes"), applied in every profile (`crash_fixes`); the hook that sends the
-tables' written-behind changelogs before each commit (streams.worker.app.Utf8KeyTable), in every
+tables' written-behind changelogs before each commit (streams.worker.tables.Utf8KeyTable), in every
 profile, ending them with markers in the embedded profile (`write_behind`); and three changes to
 how messages reach the agents (docs/performance.md), in every profile: the fetcher loop without a
 task per message, stream iteration that yields to the event loop once per STREAM_YIELD_EVERY

@@ -1,6 +1,6 @@
 """The hook that sends the tables' written-behind changelogs before each commit, in every profile.
 
-The write-behind tables (streams.worker.app.Utf8KeyTable) keep their changelog records until the
+The write-behind tables (streams.worker.tables.Utf8KeyTable) keep their changelog records until the
 producer is flushed; the patched flush sends them rank by rank in whole record batches
 (`write_changelogs`, `batch_sender`) and, in the embedded profile, ends each changelog partition
 written with an end marker (END_MARKER_KEY). One flush at a time (`_flush_lock`).
@@ -23,7 +23,7 @@ SEND_YIELD_EVERY = 256
 
 
 async def write_changelogs(app, send, flush, send_records=None) -> list[int]:
-    """Send the pending changelog records of the write-behind tables (streams.worker.app.Utf8KeyTable).
+    """Send the pending changelog records of the write-behind tables (streams.worker.tables.Utf8KeyTable).
 
     Every table's records are taken at one instant (serialized, no await in between), so together
     they reflect the same processed events; then they go out one `flush_rank` at a time, lowest

@@ -1,0 +1,491 @@
+"""The changelog format (streams.domain.records): what the tables hold, and that today's code keeps
+reading the records that are already in changelogs.
+
+- Shape: the records the domain builds, as a changelog carries them (orjson JSON), have exactly
+  the keys and value types that the TypedDicts in records.py declare.
+- Golden records: changelog_fixtures/v4 holds records written by today's code, frozen.
+  changelog_fixtures/v3 and v1 hold records written by the code of 0035b5f and 8eceba3
+  (changelog versions 3 and 1; changelog_fixtures/README.md says how each was made). Loading
+  them and going on with today's code gives exact figures. A change to a record's shape has to
+  keep these passing. It must not regenerate the fixtures: a new version gets new ones.
+
+`Partition` plays the worker for one partition: the steps streams/worker/agents.py and
+pipeline.py take, through the same domain functions, without Faust. Every write goes through
+the changelog encoding, so the tables hold what a successor would recover.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import types
+import typing
+from pathlib import Path
+
+import orjson
+import pytest
+
+from builders import HOUR, T0_EPOCH, customs, journey, order, ship
+from streams.domain import aggregate, join, orders as order_side, records, timeline, totals
+from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS
+from streams.domain.policy import SlaPolicy
+
+POLICY = SlaPolicy.load()
+GRACE = timeline.DEFAULT_GRACE_SECONDS
+RETENTION = 30 * 86400.0
+FIN = "#fin"                    # streams.worker.pipeline FIN_SOURCE: the settlement numbering
+P = 0                           # every record here is on partition 0
+FIXTURES = Path(__file__).parent / "changelog_fixtures"
+TABLES = ("timelines", "orders", "totals")
+SHAPES = {"timelines": records.TimelineState, "orders": records.OrderState,
+          "totals": records.TotalsRecord}
+LOADERS = {"timelines": records.load_timeline, "orders": records.load_order,
+           "totals": records.load_totals}
+
+
+def h(hours: float) -> float:
+    return T0_EPOCH + hours * HOUR
+
+
+def changelog(value) -> bytes:
+    """A table value as the worker writes it to a changelog (streams.worker.tables _OrJson)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def round_trip(value):
+    return orjson.loads(changelog(value))
+
+
+# ---- shape: a record against its TypedDict -----------------------------------------------------
+def problems(value, tp, path: str = "$") -> list[str]:
+    """Where a decoded JSON value departs from a records.py type: missing or undeclared keys,
+    values of another type. Tuples are positional JSON arrays; ints are accepted for floats."""
+    if tp is typing.Any:
+        return []
+    if typing.is_typeddict(tp):
+        if not isinstance(value, dict):
+            return [f"{path}: {value!r} is not an object"]
+        declared = tp.__required_keys__ | tp.__optional_keys__
+        out = [f"{path}: no {k!r}" for k in sorted(tp.__required_keys__ - value.keys())]
+        out += [f"{path}: undeclared {k!r}" for k in sorted(value.keys() - declared)]
+        hints = typing.get_type_hints(tp)
+        for k in sorted(value.keys() & declared):
+            out += problems(value[k], hints[k], f"{path}.{k}")
+        return out
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if any(not problems(value, arg, path) for arg in args):
+            return []
+        return [f"{path}: {value!r} is not {tp}"]
+    if origin is typing.Literal:
+        return [] if value in args else [f"{path}: {value!r} is not one of {args}"]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{path}: {value!r} is not an array"]
+        return [p for i, item in enumerate(value) for p in problems(item, args[0], f"{path}[{i}]")]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            return [f"{path}: {value!r} is not an array of {len(args)}"]
+        return [p for i, (item, arg) in enumerate(zip(value, args))
+                for p in problems(item, arg, f"{path}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{path}: {value!r} is not an object"]
+        return [p for k, v in value.items() for p in problems(v, args[1], f"{path}.{k}")]
+    ok = {type(None): value is None,
+          bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value),
+          str: isinstance(value, str)}
+    if tp not in ok:
+        raise TypeError(f"no check for {tp} at {path}")
+    return [] if ok[tp] else [f"{path}: {value!r} is not {tp.__name__}"]
+
+
+def assert_shape(value, tp) -> None:
+    """The value, as a changelog carries it, has the shape `tp` declares."""
+    assert problems(round_trip(value), tp) == []
+
+
+# ---- the worker, for one partition --------------------------------------------------------------
+class Partition:
+    """One partition's tables as the worker keeps them, and its steps: join.* for each record,
+    settlement against the watermark `mark` (Pipeline.settle and settle_due), counted once per
+    corridor record (totals.count_once), and reconciled from the states first
+    (Pipeline.reconcile). Forwarded order events and links are processed at once rather than
+    through their topics."""
+
+    def __init__(self, tables: dict | None = None):
+        tables = tables or {}
+        self.timelines: dict = tables.get("timelines", {})
+        self.orders: dict = tables.get("orders", {})
+        self.totals: dict = tables.get("totals", {})
+        self.mark: float | None = None
+        self.seq: int | None = None             # None until reconciled
+        self.recounted: dict = {}               # what reconciling found missing from the totals
+        self.written: list[tuple[str, dict]] = []
+
+    @classmethod
+    def recovered(cls, version: int, load: bool = True) -> "Partition":
+        """The tables a successor recovers from the fixtures of `version`. With load=True they
+        go through the records.py loaders; without, the code reads them as they were written."""
+        tables = {}
+        for name in TABLES:
+            values = fixture(version, name)
+            tables[name] = {k: LOADERS[name](v) for k, v in values.items()} if load else values
+        return cls(tables)
+
+    def write(self, table: str, key: str, value: dict) -> None:
+        stored = round_trip(value)
+        getattr(self, table)[key] = stored
+        self.written.append((table, stored))
+
+    def feed(self, kind: str, event: dict) -> None:
+        """An input record: kind = orders | shipments | customs."""
+        if kind == "orders":
+            oid = event["order_id"]
+            self._order(oid, join.order_step(self.orders.get(oid), event))
+        else:
+            self._parcel(kind, event)
+
+    def advance(self, hours: float) -> None:
+        """The partition's watermark reaches `hours`: settle what it has passed."""
+        self.mark = h(hours)
+        self.reconcile()
+        self.settle_due()
+
+    def _order(self, oid: str, step: join.OrderStep) -> None:
+        if not step.applied.duplicate:
+            step.applied.state["p"] = P
+            self.write("orders", oid, step.applied.state)
+        for _sid, forwarded in step.forwards:   # via <app>-shipment-orders
+            self._parcel("orders", forwarded)
+
+    def _parcel(self, source: str, event: dict) -> None:
+        self.reconcile()
+        step = join.shipment_step(self.timelines.get(event["shipment_id"]), source, event, POLICY)
+        state = step.applied.state
+        if not step.applied.duplicate:
+            state["p"] = P
+            due = timeline.settle_due(state, GRACE)
+            if due is not None:
+                self.settle(state, self.mark if self.mark is not None and due < self.mark else None)
+            self.write("timelines", state["id"], state)
+            self.settle_due()
+        for link in step.links:                 # via <app>-order-links
+            self._order(link.order_id, join.link_step(self.orders.get(link.order_id), link))
+
+    def settle_due(self) -> None:
+        if self.mark is None:
+            return
+        due = sorted((t, sid) for sid, st in self.timelines.items()
+                     if (t := timeline.settle_due(st, GRACE)) is not None and t < self.mark)
+        for _t, sid in due:
+            state = self.timelines[sid]
+            self.settle(state, self.mark)
+            self.write("timelines", sid, state)
+
+    def settle(self, state: dict, mark: float | None) -> None:
+        obs = timeline.settle(state, POLICY, mark, GRACE)
+        if obs:
+            self.seq += 1
+            timeline.remember(state, FIN, self.seq, obs)
+            self.count(self.seq, obs)
+
+    def count(self, seq: int, observations: list) -> None:
+        for corr, items in totals.by_corridor(observations).items():
+            key = totals.key(P, corr)
+            record = self.totals.get(key) or aggregate.new_totals()
+            if totals.count_once(record, FIN, seq, items):
+                self.write("totals", key, record)
+
+    def reconcile(self) -> None:
+        if self.seq is not None:
+            return
+        counted = {totals.split_key(k)[1]: totals.counted(r, FIN) for k, r in self.totals.items()
+                   if totals.split_key(k)[0] == P}
+        self.recounted, self.seq = totals.missing(self.timelines.values(), counted, FIN)
+        for seq in sorted(self.recounted):
+            self.count(seq, self.recounted[seq])
+
+
+# ---- the history behind the version 4 fixtures (CN-AU, hours after T0) -------------------------
+#: S1 is delivered and final, S2 is open with a customs hold the watermark has not passed, and
+#: S3 has ended but is not final yet and waits for its order O3.
+def v4_until_freeze() -> Partition:
+    p = Partition()
+    cn_au = dict(origin_country="CN", destination_country="AU")
+    p.feed("orders", order("O1", 0.0, promised_h=200.0, event_id="o1-placed"))
+    p.feed("shipments", ship("S1", "label_created", 1.0, order_ids=["O1"], carrier="AusPost",
+                             tracking_number="AP1", event_id="s1-label", **cn_au))
+    p.feed("shipments", ship("S1", "picked_up", 10.0, event_id="s1-picked",
+                             location={"facility": "SZX hub", "country": "CN"}))
+    p.feed("shipments", ship("S1", "departed_origin", 30.0, event_id="s1-departed"))
+    p.feed("orders", order("O2", 20.0, sl="express", event_id="o2-placed"))
+    p.feed("shipments", ship("S2", "label_created", 21.0, order_ids=["O2"], event_id="s2-label",
+                             **cn_au))
+    p.feed("shipments", ship("S2", "picked_up", 24.0, event_id="s2-picked"))
+    p.feed("shipments", ship("S2", "departed_origin", 40.0, event_id="s2-departed"))
+    p.feed("shipments", ship("S1", "arrived_destination", 80.0, event_id="s1-arrived"))
+    p.feed("customs", customs("S1", "declaration_lodged", 81.0, event_id="c1-lodged"))
+    p.feed("customs", customs("S1", "held_for_inspection", 82.0, event_id="c1-held"))
+    p.advance(85.0)                                                 # the hold is counted
+    p.feed("customs", customs("S1", "released", 100.0, event_id="c1-released"))
+    p.feed("shipments", ship("S3", "label_created", 101.0, order_ids=["O3"], event_id="s3-label",
+                             **cn_au))
+    p.feed("shipments", ship("S3", "picked_up", 105.0, event_id="s3-picked"))
+    p.feed("shipments", ship("S3", "departed_origin", 110.0, event_id="s3-departed"))
+    p.feed("shipments", ship("S1", "delivered", 130.0, event_id="s1-delivered"))
+    p.feed("shipments", ship("S3", "arrived_destination", 130.0, event_id="s3-arrived"))
+    p.feed("customs", customs("S3", "released", 140.0, event_id="c3-released"))
+    p.feed("shipments", ship("S3", "delivery_failed", 150.0, event_id="s3-failed"))
+    p.feed("shipments", ship("S3", "delivered", 160.0, event_id="s3-delivered"))
+    p.feed("shipments", ship("S2", "arrived_destination", 170.0, event_id="s2-arrived"))
+    p.feed("customs", customs("S2", "declaration_lodged", 171.0, event_id="c2-lodged"))
+    p.advance(180.0)            # S1 final (130 + 48 h grace), S3's failed delivery counted
+    p.feed("customs", customs("S2", "held_for_inspection", 185.0, event_id="c2-held"))
+    return p
+
+
+# ---- fixtures -----------------------------------------------------------------------------------
+def fixture(version: int, table: str) -> dict:
+    """{key: value} of one table's records of one version (the file is absent: none)."""
+    path = FIXTURES / f"v{version}" / f"{table}.json"
+    return orjson.loads(path.read_bytes()) if path.exists() else {}
+
+
+def fixture_files() -> list[Path]:
+    return sorted(FIXTURES.glob("v*/*.json"))
+
+
+def render(values: dict) -> str:
+    """A fixture file: one JSON object, one record per line, each value the changelog's bytes."""
+    lines = [f"{json.dumps(k)}: {changelog(v).decode()}" for k, v in values.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def row(buckets: tuple[float, ...], *hours: float) -> list:
+    """The totals row of these values (in hours), counted by hand: the first bound each fits."""
+    counts = [0] * (len(buckets) + 1)
+    for v in hours:
+        counts[next(i for i, b in enumerate(buckets + (math.inf,)) if v * HOUR <= b)] += 1
+    return counts + [sum(v * HOUR for v in hours)]
+
+
+def transit(*hours: float) -> list:
+    return row(TRANSIT_BUCKETS, *hours)
+
+
+def dwell(*hours: float) -> list:
+    return row(DWELL_BUCKETS, *hours)
+
+
+# ---- shape of the records the domain builds -----------------------------------------------------
+def test_a_timeline_has_the_declared_shape_after_apply_settle_and_remember():
+    state = None
+    for source, ev in journey("S1", "O1", promised_h=200.0, hold=True):
+        ev = {**ev, "shipment_id": "S1"} if source == "orders" else ev   # as forwarded
+        state = timeline.apply(state, source, ev, POLICY).state
+        state["p"] = P                                          # as the worker writes it
+        assert_shape(state, records.TimelineState)
+    assert state["pend"] == [["customs_hold", h(82.0)]] and not state["fin"]
+
+    obs = timeline.settle(state, POLICY, h(90.0), GRACE)        # the hold, not yet the end
+    assert obs == [("exception", "CN-AU", "customs_hold")]
+    assert_shape(state, records.TimelineState)
+    timeline.remember(state, FIN, 1, obs)
+    assert_shape(state, records.TimelineState)
+    assert "lobs" in state
+
+    obs = timeline.settle(state, POLICY, h(130.0) + GRACE + 1, GRACE)     # final
+    assert state["fin"] and state["observed"] and len(obs) == 6
+    assert_shape(state, records.TimelineState)
+    assert problems(round_trip(obs), list[records.Observation]) == []
+    timeline.remember(state, FIN, 2, obs)
+    assert_shape(state, records.TimelineState)
+
+    late = timeline.apply(state, "shipments", ship("S1", "returned", 150.0), POLICY)
+    assert late.late
+    assert_shape(late.state, records.TimelineState)
+
+
+def test_an_order_has_the_declared_shape_after_events_and_links():
+    res = order_side.apply_link(None, "O1", "S1", h(1.0))       # the link read first
+    assert_shape(res.state, records.OrderState)
+    placed = order("O1", 0.0, promised_h=200.0)
+    for step in (lambda st: order_side.apply_order_event(st, placed),
+                 lambda st: order_side.apply_order_event(st, placed),      # redelivered
+                 lambda st: order_side.apply_link(st, "O1", "S2", h(3.0)),
+                 lambda st: order_side.apply_order_event(st, order("O1", 4.0,
+                                                                    etype="order_cancelled"))):
+        res = step(res.state)
+        res.state["p"] = P
+        assert_shape(res.state, records.OrderState)
+    assert res.state["t"] == h(4.0) and res.state["shipments"] == ["S1", "S2"]
+
+
+def test_totals_have_the_declared_shape_after_add():
+    record = aggregate.new_totals()
+    assert_shape(record, records.TotalsRecord)
+    for obs in [("delivered", "CN-AU", "standard", True, 130 * HOUR),
+                ("dwell", "CN-AU", "customs", 20 * HOUR),
+                ["exception", "CN-AU", "customs_hold"]]:               # as read from `lobs`
+        aggregate.add(record, obs)
+        assert_shape(record, records.TotalsRecord)
+    assert totals.count_once(record, FIN, 1, [("exception", "CN-AU", "lost")])
+    assert_shape(record, records.TotalsRecord)
+    assert record["o"] == {FIN: 1}
+    assert len(record["transit"]["standard"]) == len(TRANSIT_BUCKETS) + 2
+    assert len(record["dwell"]["customs"]) == len(DWELL_BUCKETS) + 2
+
+
+def test_every_record_the_worker_writes_has_the_declared_shape():
+    p = v4_until_freeze()
+    continue_v4(p)
+    assert {table for table, _ in p.written} == set(TABLES)
+    for table, value in p.written:
+        assert problems(value, SHAPES[table]) == [], (table, value)
+
+
+# ---- golden records ------------------------------------------------------------------------------
+def test_the_fixture_files_hold_changelog_bytes():
+    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4"}
+    for path in fixture_files():
+        assert path.read_text() == render(orjson.loads(path.read_bytes())), path
+
+
+def test_every_fixture_record_loads_into_the_declared_shape():
+    for version in (1, 3, 4):
+        for table in TABLES:
+            for key, value in fixture(version, table).items():
+                loaded = LOADERS[table](copy.deepcopy(value))
+                assert problems(loaded, SHAPES[table]) == [], (version, table, key)
+
+
+def test_loading_todays_records_changes_nothing():
+    for table in TABLES:
+        values = fixture(records.CHANGELOG_VERSION, table)
+        assert values
+        for value in values.values():
+            assert LOADERS[table](copy.deepcopy(value)) == value
+
+
+def test_a_record_of_no_known_version_is_refused():
+    with pytest.raises(ValueError, match="no end, ev"):
+        records.load_timeline({k: v for k, v in timeline.new_state("S1").items()
+                               if k not in ("end", "ev")})
+    with pytest.raises(ValueError, match="no dwell"):
+        records.load_totals({"delivered": {}, "exceptions": {}, "transit": {}})
+
+
+def continue_v4(p: Partition) -> None:
+    """After the freeze: a late and a redelivered event for S1, O3's order for S3, S2's hold
+    passed, its release and delivery, then a watermark that makes S2 and S3 final."""
+    p.feed("shipments", ship("S1", "returned", 190.0, event_id="s1-returned"))
+    p.feed("shipments", ship("S1", "delivered", 130.0, event_id="s1-delivered"))   # redelivered
+    p.feed("orders", order("O3", 100.0, promised_h=300.0, event_id="o3-placed"))
+    p.advance(190.0)
+    p.feed("customs", customs("S2", "released", 190.0, event_id="c2-released"))
+    p.feed("shipments", ship("S2", "delivered", 200.0, event_id="s2-delivered"))
+    p.advance(260.0)
+
+
+def test_todays_changelog_loads_and_continues_with_exact_figures():
+    p = Partition.recovered(4)
+    s1, s2, s3 = (p.timelines[s] for s in ("S1", "S2", "S3"))
+    assert timeline.is_final(s1) and s1["observed"]
+    assert timeline.expires_at(s1, RETENTION) == h(130.0) + RETENTION
+    assert timeline.settle_due(s2, GRACE) == h(185.0)           # the hold, once the mark passes
+    assert timeline.settle_due(s3, GRACE) == h(160.0) + GRACE   # its end, after the grace
+    assert timeline.awaiting_order(s3)
+    assert order_side.expires_at(p.orders["O3"], RETENTION) == h(101.0) + 4 * RETENTION
+
+    continue_v4(p)
+    assert p.recounted == {}                                    # states and totals agreed
+    assert p.timelines["S1"]["late"] == 1
+    assert p.timelines["S1"]["end"] == ["delivered", h(130.0)]
+    assert all(p.timelines[s]["fin"] and p.timelines[s]["observed"] for s in ("S2", "S3"))
+    assert order_side.expires_at(p.orders["O3"], RETENTION) == h(101.0) + RETENTION
+    assert p.totals == {"0|CN-AU": {
+        "delivered": {"standard|true": 2, "express|false": 1},   # S2: 180 h > express 144 h
+        "exceptions": {"customs_hold": 2, "delivery_failed": 1},
+        "transit": {"standard": transit(130, 60), "express": transit(180)},
+        "dwell": {"fulfilment": dwell(10, 5, 4), "origin": dwell(20, 5, 16),
+                  "linehaul": dwell(50, 20, 130), "customs": dwell(20, 10, 20),
+                  "last_mile": dwell(30, 20, 10)},
+        "o": {FIN: 6},          # 3 settlements before the freeze, then S2's hold, S3, S2
+    }}
+
+
+def test_todays_lobs_recount_totals_that_a_crash_lost():
+    """The `lobs` that today's timelines hold are enough to recount totals lost in a crash
+    between the two changelog ranks (states are written first)."""
+    p = Partition.recovered(4)
+    p.totals.clear()
+    p.reconcile()
+    assert sorted(p.recounted) == [1, 2, 3] and p.seq == 3
+    assert p.totals == fixture(4, "totals")
+
+
+@pytest.mark.parametrize("load", [True, False], ids=["loaded", "as_written"])
+def test_a_version_3_changelog_continues_with_exact_figures(load):
+    """Version 3: no `fin`, a str in `pend`, `lobs` and `o` keyed by input topic. The loaders and
+    the code's own reading of old shapes give the same figures."""
+    p = Partition.recovered(3, load=load)
+    s7, s8, s9 = (p.timelines[s] for s in ("S7", "S8", "S9"))
+    assert timeline.is_final(s7) and timeline.is_final(s8) and not timeline.is_final(s9)
+    assert s9["pend"] == ["customs_hold"] and timeline.corridor(s9) == "unknown"
+
+    p.advance(150.0)
+    assert p.recounted == {} and p.seq == 0     # topic-keyed `lobs` are not settlements
+    p.feed("shipments", ship("S8", "returned", 150.0, event_id="s8-returned"))         # late
+    p.feed("orders", order("O7", 1.0, event_id="o7-placed"))        # S7 ended before it came
+    p.feed("orders", order("O9", 0.0, sl="express", promised_h=90.0, event_id="o9-placed"))
+    assert p.timelines["S9"]["pend"] == []      # its corridor is known: the hold is counted
+    for etype, hours in (("picked_up", 5.0), ("departed_origin", 20.0),
+                         ("arrived_destination", 55.0)):
+        p.feed("shipments", ship("S9", etype, hours, event_id=f"s9-{etype}"))
+    p.feed("customs", customs("S9", "released", 75.0, event_id="c9-released"))
+    p.feed("shipments", ship("S9", "delivered", 85.0, event_id="s9-delivered"))
+
+    assert p.timelines["S8"]["late"] == 1
+    assert all(p.timelines[s]["observed"] for s in ("S7", "S8", "S9"))
+    assert p.totals == {"0|CN-AU": {
+        "delivered": {"standard|true": 2, "express|true": 1},
+        "exceptions": {"customs_hold": 2},
+        "transit": {"standard": transit(130, 139), "express": transit(85)},
+        "dwell": {"fulfilment": dwell(10, 11, 5), "origin": dwell(20, 20, 15),
+                  "linehaul": dwell(50, 50, 35), "customs": dwell(20, 20, 20),
+                  "last_mile": dwell(30, 38, 10)},
+        "o": {"customs-events": 1, "shipments": 4, FIN: 3},    # S7, S9's hold, S9
+    }}
+    for table in TABLES:
+        for value in getattr(p, table).values():
+            assert problems(LOADERS[table](value), SHAPES[table]) == []
+
+
+@pytest.mark.parametrize("load", [True, False], ids=["loaded", "as_written"])
+def test_a_version_1_order_continues(load):
+    """Version 1: an order without `t` (nor `p`) is kept until an event or a link dates it."""
+    p = Partition.recovered(1, load=load)
+    assert [order_side.expires_at(p.orders[o], RETENTION) for o in ("O5", "O6")] == [None, None]
+    p.feed("orders", order("O5", 10.0, etype="order_cancelled", event_id="o5-cancelled"))
+    assert p.orders["O5"]["t"] == h(10.0)
+    assert order_side.expires_at(p.orders["O5"], RETENTION) == h(10.0) + RETENTION
+
+    p.feed("shipments", ship("S6b", "label_created", 50.0, order_ids=["O6"], event_id="s6b-label"))
+    p.feed("orders", order("O6", 0.0, sl="economy", event_id="o6-placed"))    # redelivered
+    o6 = p.orders["O6"]
+    assert o6["shipments"] == ["S6", "S6b"] and o6["seen"] == ["o6-placed"]
+    assert o6["t"] == h(50.0) and o6["p"] == P
+    s6b = p.timelines["S6b"]
+    assert s6b["of"] == {"O6": {"seller": "CN", "buyer": "AU", "sl": "economy", "placed": h(0.0),
+                                "promised": None, "cancelled": False}}
+    assert s6b["ms"] == {"fulfilment": h(0.0)}
+
+    p.feed("orders", order("O6", 60.0, etype="order_cancelled", event_id="o6-cancelled"))
+    assert p.orders["O6"]["seen"] == ["o6-placed", "o6-cancelled"]
+    assert p.orders["O6"]["t"] == h(60.0)
+    assert order_side.expires_at(p.orders["O6"], RETENTION) == h(60.0) + RETENTION
+    assert p.timelines["S6b"]["end"] == ["cancelled", h(60.0)]     # before its pickup
