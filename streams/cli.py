@@ -26,8 +26,19 @@ def _common(parser: argparse.ArgumentParser, *, web: bool = False) -> None:
     parser.add_argument("--app-id", dest="app_id", help="Faust app id / consumer group (CORRIDOR_APP_ID)")
     parser.add_argument("--partitions", type=int, help="partitions of every topic (CORRIDOR_PARTITIONS)")
     if web:
-        parser.add_argument("--web-port", dest="web_port", type=int, help="HTTP port (CORRIDOR_WEB_PORT)")
+        parser.add_argument("--web-port", dest="web_port", type=port, help="HTTP port (CORRIDOR_WEB_PORT)")
         parser.add_argument("--web-host", dest="web_host", help="HTTP host (CORRIDOR_WEB_HOST)")
+
+
+def port(text: str) -> int:
+    """A TCP port flag: 0..65535 (0: any free port), else a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, not {value}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) in the foreground")
-    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--port", type=port, default=9092)
     p.add_argument("--host", default="127.0.0.1")
 
     p = sub.add_parser("worker", help="run a Faust worker (extra arguments go to `faust worker`)")
@@ -75,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_arguments(p)
 
     p = sub.add_parser("demo", help="embedded broker + one worker + simulator; Ctrl-C stops all")
-    p.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
-    p.add_argument("--web-port", dest="web_port", type=int, default=6066)
+    p.add_argument("--port", type=port, default=0, help="broker port (default: a free one)")
+    p.add_argument("--web-port", dest="web_port", type=port, default=6066)
     p.add_argument("--rate", type=float, default=200.0, help="simulator events per second")
     p.add_argument("--scenario", default="customs-backlog")
     p.add_argument("--run-seconds", dest="run_seconds", type=float, default=None,

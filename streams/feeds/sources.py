@@ -288,12 +288,19 @@ def _feed_files(paths: list[Path], fmt: str) -> list[Path]:
 def _load_feed(paths: list[Path], fmt: str, opts: dict) -> Loaded:
     convert = dcsa.convert if fmt == "dcsa" else epcis.convert
     out = Loaded()
+    named = {p for p in paths if not p.is_dir()}
     for p in _feed_files(paths, fmt):
         try:
             raw = p.read_bytes()
         except OSError as exc:
             raise SourceError(f"cannot read {p}: {exc.strerror}") from None
         result = convert(raw, **opts)
+        if p in named and not result.events and [w for w, _r in result.rejects] == ["document"]:
+            # A file named on the command line that is not a document of this format at all (a
+            # wrong file or --input-format): say so before anything is published. (In a folder,
+            # such a file is a reject among the documents.)
+            article = "an" if fmt == "epcis" else "a"
+            raise SourceError(f"{p} is not {article} {fmt.upper()} document: {result.rejects[0][1]}")
         for where, reason in result.rejects:
             out.reject(str(p), where, reason)
         for kind, event in result.events:

@@ -722,9 +722,19 @@ def _positive(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: as fast as possible), not {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `corridor simulate`."""
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE,
+    parser.add_argument("--rate", type=_rate, default=DEFAULT_RATE,
                         help=f"events per second, wall clock; 0 = as fast as possible (default {DEFAULT_RATE:g})")
     parser.add_argument("--shipments", type=int, default=None,
                         help="stop after this many complete shipment histories (default: run until Ctrl-C)")
