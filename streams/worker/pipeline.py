@@ -125,6 +125,8 @@ class Pipeline:
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
         self.assigned = False                      # has the group given this worker an assignment
         self._last_reject_log = 0.0
+        #: The last figures exported while settled, served while rebalancing or recovering.
+        self._held: dict = {}
         self._suppressed = 0
 
     # ---- ownership ----------------------------------------------------------------------------
@@ -196,11 +198,13 @@ class Pipeline:
         """{"awaiting_order": {partition: n}, "pending_final": {partition: n}} of the partitions
         owned now (indexed like the open shipments)."""
         if not self.settled():
-            return {}
+            return self._held.get("waiting", {})
         owned = self.owned_partitions()
         self._build_open_index(owned)
-        return {"awaiting_order": {p: len(self.awaiting_index.get(p, ())) for p in owned},
-                "pending_final": {p: len(self.pending_index.get(p, ())) for p in owned}}
+        out = {"awaiting_order": {p: len(self.awaiting_index.get(p, ())) for p in owned},
+               "pending_final": {p: len(self.pending_index.get(p, ())) for p in owned}}
+        self._held["waiting"] = out
+        return out
 
     def stream_time(self, owned: set[int]) -> float | None:
         """The event-time clock over the partitions this worker owns (see docs/semantics.md)."""
@@ -456,9 +460,15 @@ class Pipeline:
 
     def snapshot(self, totals: bool = True):
         """(corridor totals, open-shipment gauges, clock) of the partitions owned now; totals summed
-        over partitions by corridor ({} with totals=False)."""
+        over partitions by corridor ({} with totals=False). While the worker rebalances or
+        recovers, the last values it had (`_held`)."""
         if not self.settled():
-            return {}, aggregate.OpenGauges(), None
+            return self._held.get(("snapshot", totals), ({}, aggregate.OpenGauges(), None))
+        out = self._snapshot(totals)
+        self._held[("snapshot", totals)] = out
+        return out
+
+    def _snapshot(self, totals: bool):
         by_corridor: dict = {}
         for (corr, _p), tot in (self.owned_totals().items() if totals else ()):
             aggregate.merge(by_corridor.setdefault(corr, aggregate.new_totals()), tot)
@@ -471,9 +481,18 @@ class Pipeline:
     def metrics_text(self) -> bytes:
         """The /metrics body. Totals carry a `partition` label: a series per partition moves whole
         to the new owner on a rebalance, where a per-worker sum would drop on the old owner (a
-        counter reset to rate()) and jump on the new one."""
-        return (generate_latest(self.registry)
-                + self.totals_text.render(self.owned_totals() or {}).encode())
+        counter reset to rate()) and jump on the new one.
+
+        While the worker rebalances or recovers (every worker of the group does at once, on every
+        scale-out, rolling update or restart), each corridor series keeps the value it had: were it
+        left out, Prometheus would mark it stale and a firing alert would resolve and page again
+        (docs/semantics.md "Metrics during a rebalance")."""
+        owned = self.owned_totals()
+        if owned is None:
+            owned = self._held.get("totals", {})
+        else:
+            self._held["totals"] = owned
+        return generate_latest(self.registry) + self.totals_text.render(owned).encode()
 
     def offsets(self):
         """(topic, partition, end offset, committed offset) of the stream partitions owned now."""

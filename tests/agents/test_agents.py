@@ -4,6 +4,7 @@ Seams and the way messages are carried between the agents are described in conft
 are the ones tests/unit/test_semantics.py derives by hand for builders.journey.
 """
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from builders import HOUR, T0_EPOCH, journey
 from streams.domain.engine import Engine
@@ -283,3 +284,33 @@ async def test_with_the_rocksdb_store_the_agents_hold_still_while_a_commit_write
         gate.set()
         await w._settle(w.wrappers["timelines"])
         assert w.pipe.timelines["S2"]["seen"] == [label["event_id"], picked["event_id"]]
+
+
+async def test_while_a_worker_rebalances_its_series_keep_their_values(worker):
+    """Issue 15: /metrics left every corridor series out while the worker rebalanced or recovered,
+    Prometheus marked them stale and a firing alert resolved and paged again on every deploy."""
+    s1 = journey("S1", "O1", promised_h=200, hold=True)
+    s2 = journey("S2", "O2", promised_h=20, delivered=None)
+    async with worker() as w:
+        await w.feed_all(s1 + s2)
+        names = (DELIVERED, "corridor_shipments_overdue", "corridor_shipments_in_stage",
+                 "corridor_shipments_awaiting_order")
+
+        def corridor_series():
+            text = w.pipe.metrics_text().decode()
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for fam in text_string_to_metric_families(text) for s in fam.samples
+                    if s.name.startswith(names)}
+
+        settled = corridor_series()
+        assert settled[(DELIVERED, (("corridor", "CN-AU"), ("on_time", "true"),
+                                    ("partition", str(w.partition("S1"))),
+                                    ("service_level", "standard")))] == 1
+        assert any(k[0] == "corridor_shipments_overdue" and v == 1 for k, v in settled.items())
+        w.app.rebalancing = True
+        assert corridor_series() == settled
+        w.app.rebalancing = False
+        # settled again on another assignment: the series of partitions gone leave with them
+        others = {tp for tp in w.app.assignor.assigned_actives() if tp.partition != w.partition("S1")}
+        w.app.assignor.assigned_actives = lambda: set(others)
+        assert w.sample(DELIVERED, corridor="CN-AU", service_level="standard", on_time="true") is None
