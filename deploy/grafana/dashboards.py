@@ -159,7 +159,8 @@ def overview() -> db.Dashboard:
          .with_panel(single(
              "On-time rate ($window)", "Delivered at or before the promise, share of deliveries "
              "in the window, selected corridors.",
-             f"sum(increase({on_time}[$window])) / sum(increase({delivered}[$window]))",
+             f"sum(increase({on_time}[$window]) or 0 * increase({delivered}[$window])) / "
+             f"sum(increase({delivered}[$window]))",
              unit="percentunit", decimals=1,
              thresholds=[(None, "red"), (0.9, "orange"), (0.95, "green")]))
          .with_panel(single(
@@ -177,7 +178,10 @@ def overview() -> db.Dashboard:
          .with_panel(ts(
              "On-time rate per corridor ($window rolling)",
              "sum by (corridor) of on-time deliveries / all deliveries over the window.",
-             [query(f"sum by (corridor) (increase({on_time}[$window])) / "
+             # `or 0 * ...`: a corridor whose deliveries are all late has no on_time="true"
+             # series; without it the worst corridor would have no line at all.
+             [query(f"sum by (corridor) (increase({on_time}[$window]) "
+                    f"or 0 * increase({delivered}[$window])) / "
                     f"sum by (corridor) (increase({delivered}[$window]))", "{{corridor}}")],
              unit="percentunit", span=12, maximum=1))
          .with_panel(ts(

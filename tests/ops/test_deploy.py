@@ -612,3 +612,33 @@ def test_deploy_doc_names_only_real_settings():
     # `CORRIDOR_TOPIC_*` stands for the three topic settings
     mentioned = set(re.findall(r"CORRIDOR_[A-Z_]*[A-Z]", text)) - {"CORRIDOR_TOPIC"}
     assert mentioned <= SETTING_VARS, mentioned - SETTING_VARS
+
+
+def test_on_time_panels_show_a_corridor_whose_deliveries_are_all_late(dashboards, tmp_path):
+    """Issue 15: the on-time panels lacked the recording rule's `or 0 * ...`, so a corridor whose
+    deliveries were all late (no on_time="true" series) had no value: the worst corridor vanished.
+    Each panel query is evaluated by promtool on series where US-MX is all late."""
+    promtool = need("promtool", "run `make ops-tools` (Debian package prometheus)")
+    queries = [e for e in exprs(dashboards["corridor-overview.json"])
+               if 'on_time="true"' in e and "histogram" not in e]
+    assert len(queries) == 2
+    series = [("CN-AU", "true", "0+60x120"), ("CN-AU", "false", "0+60x120"),
+              ("US-MX", "false", "0+60x120")]
+    rules = tmp_path / "none.rules.yml"
+    rules.write_text("groups: []\n")
+    total, per_corridor = (promql(q) for q in sorted(queries, key=lambda q: "by (corridor)" in q))
+    test = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": f'corridor_shipments_delivered_total{{job="{JOB}",corridor="{c}",'
+                                    f'service_level="standard",on_time="{t}"}}', "values": v}
+                         for c, t, v in series],
+        "promql_expr_test": [
+            {"expr": per_corridor, "eval_time": "100m",
+             "exp_samples": [{"labels": '{corridor="CN-AU"}', "value": 0.5},
+                             {"labels": '{corridor="US-MX"}', "value": 0}]},
+            {"expr": total, "eval_time": "100m",
+             "exp_samples": [{"labels": "{}", "value": 1 / 3}]}]}]}
+    path = tmp_path / "panels_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    result = run([promtool, "test", "rules", path])
+    assert result.returncode == 0, result.stdout + result.stderr
