@@ -252,15 +252,22 @@ def bottlenecks() -> db.Dashboard:
                           "renameByName": {"Value": "time beyond target"}}))
              .sort_by([cb.TableSortByFieldState().display_name("time beyond target").desc(True)]))
          .with_panel(matrix(
-             "Time beyond target: corridor x stage",
-             "Sum over open shipments of max(0, now - stage start - stage target), fleet-wide.",
-             f"sum by (corridor, stage) ({excess})", unit="s", span=16, height=9,
-             thresholds=[(None, "green"), (3600, "yellow"), (86400, "orange"), (7 * 86400, "red")]))
+             "Time beyond target per open shipment: corridor x stage",
+             "Average over the stage's open shipments of max(0, now - stage start - stage "
+             "target), fleet-wide: what CorridorStageBottleneck reads (12 h), independent of "
+             "the corridor's volume.",
+             f"sum by (corridor, stage) ({excess}) / "
+             f"(sum by (corridor, stage) (corridor_shipments_in_stage{{{CORRIDOR}}}) > 0)",
+             unit="s", span=16, height=9,
+             thresholds=[(None, "green"), (3600, "yellow"), (43200, "orange"), (86400, "red")]))
          .with_panel(ts(
-             "Time beyond target per corridor and stage",
-             "corridor_stage_excess_seconds summed over workers.",
+             "Time beyond target per open shipment, per corridor and stage",
+             "corridor_stage_excess_seconds over corridor_shipments_in_stage, summed over "
+             "workers.",
              [query(f'sum by (corridor, stage) (corridor_stage_excess_seconds{{{CORRIDOR},'
-                    f'stage=~"$stage"}})', "{{corridor}} {{stage}}")], unit="s", span=12))
+                    f'stage=~"$stage"}}) / (sum by (corridor, stage) (corridor_shipments_in_stage'
+                    f'{{{CORRIDOR},stage=~"$stage"}}) > 0)', "{{corridor}} {{stage}}")],
+             unit="s", span=12))
          .with_panel(ts(
              "Open shipments per corridor and stage", "corridor_shipments_in_stage summed over "
              "workers.",
