@@ -9,12 +9,35 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, PlatformCollector,
+                               ProcessCollector, generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from streams.domain import aggregate
 from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
+
+
+def register_process_metrics(registry: CollectorRegistry) -> None:
+    """The worker process itself: memory, CPU, open files and start time (`process_*`, read from
+    /proc at scrape time), the Python version (`python_info`), and `corridor_build_info` = 1 with
+    the versions of corridor and of the libraries it patches: memory against the pod's limit,
+    restarts, and which build a fleet runs."""
+    from importlib.metadata import PackageNotFoundError, version
+    import platform
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    info = Gauge("corridor_build_info", "Always 1: the versions this worker runs.",
+                 ["version", "faust_streaming", "aiokafka", "python"], registry=registry)
+    info.labels(installed("corridor"), installed("faust-streaming"), installed("aiokafka"),
+                platform.python_version()).set(1)
 
 
 class EventCounters:

@@ -28,7 +28,7 @@ from streams.domain.stages import parse_time
 from streams.settings import Settings
 from streams.worker.indexes import Expiry, settle_index
 from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
-                                    TotalsExposition, WorkerCollector)
+                                    TotalsExposition, WorkerCollector, register_process_metrics)
 from streams.worker.reroute import as_produced
 from streams.worker.sends import log_send_error
 
@@ -60,6 +60,7 @@ class Pipeline:
         retention = settings.retention_seconds
         self.registry = CollectorRegistry(auto_describe=False)
         self.counters = EventCounters(self.registry)
+        register_process_metrics(self.registry)
         expired = self.counters.expired
         self.timeline_expiry = Expiry(
             self.timelines, lambda st: timeline.expires_at(st, retention), timeline.expiry_reason,

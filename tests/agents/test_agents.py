@@ -314,3 +314,20 @@ async def test_while_a_worker_rebalances_its_series_keep_their_values(worker):
         others = {tp for tp in w.app.assignor.assigned_actives() if tp.partition != w.partition("S1")}
         w.app.assignor.assigned_actives = lambda: set(others)
         assert w.sample(DELIVERED, corridor="CN-AU", service_level="standard", on_time="true") is None
+
+
+async def test_the_worker_exports_its_process_and_build(worker):
+    """Issue 15: no process metrics, so nobody could see memory against the pod's limit."""
+    import platform
+    from importlib.metadata import version
+    async with worker() as w:
+        text = w.pipe.metrics_text().decode()
+        samples = {s.name: s for fam in text_string_to_metric_families(text) for s in fam.samples}
+        assert samples["process_resident_memory_bytes"].value > 10 * 2**20
+        assert samples["process_cpu_seconds_total"].value > 0
+        assert samples["process_start_time_seconds"].value > T0_EPOCH
+        assert samples["python_info"].labels["version"] == platform.python_version()
+        build = samples["corridor_build_info"]
+        assert build.value == 1
+        assert build.labels == {"version": version("corridor"), "faust_streaming": "0.15.3",
+                                "aiokafka": "0.14.0", "python": platform.python_version()}
