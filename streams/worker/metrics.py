@@ -217,8 +217,10 @@ class WorkerCollector(Collector):
     `offsets()` returns (rows of (topic, partition, end offset, committed offset), active partitions).
     """
 
-    def __init__(self, offsets: Callable[[], tuple[list[tuple[str, int, int, int | None]], int]]):
+    def __init__(self, offsets: Callable[[], tuple[list[tuple[str, int, int, int | None]], int]],
+                 partitions: int = 0):
         self._offsets = offsets
+        self._partitions = partitions
 
     def describe(self):
         return []
@@ -236,7 +238,11 @@ class WorkerCollector(Collector):
         assigned = GaugeMetricFamily("corridor_partitions_assigned", "Input partitions this worker "
                                      "owns (actively processes).")
         assigned.add_metric([], active)
-        yield from (lag, end, assigned)
+        configured = GaugeMetricFamily("corridor_partitions_configured", "Partitions of every "
+                                       "input topic (CORRIDOR_PARTITIONS): the fleet should own "
+                                       "them all, sum(corridor_partitions_assigned).")
+        configured.add_metric([], self._partitions)
+        yield from (lag, end, assigned, configured)
 
 
 def _le(bound: float) -> str:

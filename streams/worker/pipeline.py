@@ -72,7 +72,7 @@ class Pipeline:
         # The totals families are rendered by TotalsExposition (cached per record), the rest here.
         self.registry.register(CorridorCollector(lambda: self.snapshot(totals=False), totals=False))
         self.totals_text = TotalsExposition()
-        self.registry.register(WorkerCollector(self.offsets))
+        self.registry.register(WorkerCollector(self.offsets, settings.partitions))
         self.registry.register(AwaitingCollector(self.waiting_counts))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes)
                          for kind in settings.input_topics}

@@ -47,7 +47,8 @@ HISTOGRAMS = {"corridor_shipment_transit_seconds", "corridor_stage_dwell_seconds
 GAUGES = {"corridor_shipments_in_stage", "corridor_shipments_overdue",
           "corridor_stage_excess_seconds", "corridor_bottleneck_stage",
           "corridor_stream_time_seconds", "corridor_consumer_lag", "corridor_consumer_end_offset",
-          "corridor_partitions_assigned", "corridor_shipments_awaiting_order",
+          "corridor_partitions_assigned", "corridor_partitions_configured",
+          "corridor_shipments_awaiting_order",
           "corridor_shipments_pending_final"}
 EXPOSED = ({f"{c}_total" for c in COUNTERS} | GAUGES
            | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")})
@@ -209,7 +210,7 @@ def test_the_metric_contract_is_what_the_worker_exports():
     gauges.overdue[("CN-DE", "standard")] = 1
     gauges.excess[("CN-DE", "customs")] = 10.0
     registry.register(CorridorCollector(lambda: (totals, gauges, 1.7e9)))
-    registry.register(WorkerCollector(lambda: ([("shipments", 0, 10, 5)], 1)))
+    registry.register(WorkerCollector(lambda: ([("shipments", 0, 10, 5)], 1), 4))
     registry.register(AwaitingCollector(lambda: {"awaiting_order": {0: 2}, "pending_final": {0: 1}}))
     exposed = {s.name for fam in registry.collect() for s in fam.samples}
     exposed = {n for n in exposed if not n.endswith("_created")}

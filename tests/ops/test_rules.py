@@ -32,7 +32,11 @@ ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 RUNBOOK = REPO / "deploy" / "RUNBOOK.md"
 
 ALERTS = {"CorridorOnTimeRateLow", "CorridorOverdueBacklog", "CorridorStageBottleneck",
-          "CorridorNoTraffic", "CorridorWorkerDown", "CorridorConsumerLag"}
+          "CorridorNoTraffic", "CorridorWorkerDown", "CorridorConsumerLag", "CorridorNoTargets",
+          "CorridorPartitionsUnassigned"}
+#: Alerts about the fleet rather than one corridor (their summary names no corridor).
+FLEET_ALERTS = {"CorridorWorkerDown", "CorridorConsumerLag", "CorridorNoTargets",
+                "CorridorPartitionsUnassigned"}
 
 
 def run(*cmd: str, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -124,7 +128,7 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section():
         assert anchor == github_anchor(name) and anchor in anchors, (name, anchor)
         assert re.fullmatch(r"\d+[smh]", rule["for"]), name
     # corridor alerts name their corridor (and stage) in the summary
-    for name in ALERTS - {"CorridorWorkerDown", "CorridorConsumerLag"}:
+    for name in ALERTS - FLEET_ALERTS:
         assert "$labels.corridor" in alerts[name]["annotations"]["summary"], name
     assert "$labels.stage" in alerts["CorridorStageBottleneck"]["annotations"]["summary"]
 
