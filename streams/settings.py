@@ -57,6 +57,10 @@ class Settings:
     #: How long a starting worker keeps trying to reach the brokers (a broker restarting or
     #: stalled) before it gives up with an error; 0 = one attempt.
     broker_wait_seconds: float = field(default=120.0, metadata={"env": "CORRIDOR_BROKER_WAIT_SECONDS"})
+    #: After SIGTERM, a worker that has not stopped within this many seconds exits anyway
+    #: (status 143): with its broker gone, faust's shutdown waits on it forever. Nothing is lost:
+    #: what was not committed is processed again by the partitions' next owner.
+    stop_timeout_seconds: float = field(default=20.0, metadata={"env": "CORRIDOR_STOP_TIMEOUT_SECONDS"})
     #: Standby copies of each table partition kept by other workers (faust's table_standby_replicas).
     standby_replicas: int = field(default=1, metadata={"env": "CORRIDOR_STANDBY_REPLICAS"})
     #: Faust table store: memory:// or rocksdb://

@@ -26,6 +26,7 @@ from streams.security import ssl_context
 from streams.settings import Settings
 from streams.topics import dlq_name
 from streams.worker import agents, faust_patches
+from streams.worker.faust_patches.stopping import StoppingWorker
 from streams.worker.monitor import OffsetsMonitor
 from streams.worker.pipeline import Pipeline, Tables
 from streams.worker.reroute import Rerouter
@@ -45,7 +46,9 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 
 def faust_settings(settings: Settings) -> dict:
     """Faust settings for the chosen profile. Embedded-broker workarounds stay in that profile."""
+    worker = type("StoppingWorker", (StoppingWorker,), {"stop_timeout": settings.stop_timeout_seconds})
     conf = dict(
+        Worker=worker,
         Table=Utf8KeyTable,
         Monitor=OffsetsMonitor,
         broker=settings.broker,

@@ -20,7 +20,7 @@ def corridor(*args, env=None, timeout=60):
     (["worker", "--sla-policy", "/nonexistent/policy.toml"], {},
      "SLA policy file /nonexistent/policy.toml does not exist"),
     (["worker"], {"CORRIDOR_PARTITIONS": "four"}, "CORRIDOR_PARTITIONS='four' is not a valid int"),
-    (["worker", "--web-port", "70000"], {}, "web_port must be a TCP port, not 70000"),
+    (["worker", "--web-port", "70000"], {}, "argument --web-port: port must be 0..65535, not 70000"),
     (["simulate", "--bogus-flag"], {}, "unrecognized arguments: --bogus-flag"),
     (["frobnicate"], {}, "invalid choice: 'frobnicate'"),
 ])

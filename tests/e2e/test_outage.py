@@ -52,3 +52,21 @@ def test_an_embedded_broker_that_restarted_empty_stops_the_worker_loudly(own_bro
     poll(lambda: w.proc.poll() is not None, 60, what="worker exited")
     assert w.proc.returncode == 3
     assert "broker cluster changed from" in w.log_path.read_text()
+
+
+def test_sigterm_stops_a_worker_whose_broker_is_gone(own_broker, logdir):
+    """Issue 15: with its broker gone, a worker given SIGTERM was still running 60 s later (faust's
+    shutdown waits on the broker), so every stop during an outage waited for SIGKILL."""
+    w = Worker(own_broker.url, unique_app_id("corridor-stop"), logdir,
+               env={"CORRIDOR_STOP_TIMEOUT_SECONDS": "3"}).start()
+    try:
+        produce(own_broker.bootstrap, [e for e in journey("S1", "O1") if e[0] == "shipments"])
+        poll(lambda: consumed(w) == 5, 30)
+        own_broker._proc.send_signal(signal.SIGSTOP)        # gone, as far as the worker can tell
+        w.proc.send_signal(signal.SIGTERM)
+        poll(lambda: w.proc.poll() is not None, 60, what="the worker to exit after SIGTERM")
+        assert w.proc.returncode == 143
+        assert "did not stop within 3 s of SIGTERM" in w.log_path.read_text()
+    finally:
+        own_broker._proc.send_signal(signal.SIGCONT)
+        w.stop()

@@ -59,7 +59,7 @@ assert CLOCK.future_min > time.time() + 8 * DAY
 SETTLE_TIMEOUT = 90.0        # two shared cores, a worker that may be mid-commit: be generous
 CORRIDOR_HEADERS = ("corridor.reason", "corridor.detail", "corridor.source.topic",
                     "corridor.source.partition", "corridor.source.offset", "corridor.rejected_at")
-ISO_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+ISO_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")   # UTC, milliseconds (contract.deadletter)
 
 _run = uuid.uuid4().hex[:6]
 _examples = itertools.count(1)

@@ -102,6 +102,8 @@ UPSTREAM: dict[str, tuple[str | None, str]] = {
     #   relied on: the Cython StreamIterator.next, which awaits that `sleep`, drives the stream
     "faust.streams.Stream._c_aiter": ("fa44582a5882e9df", "delivery"),
     "faust.transport.producer.ProducerBuffer.size": ("b543a978fdece62e", "delivery"),
+    # stopping: the worker class overrides the SIGTERM handler
+    "faust.worker.Worker._on_sigterm": ("ba99cf23ea875c02", "stopping"),
     # recovery: the two it wraps, and the order of `_restart_recovery` it relies on (active
     # highwaters, active offsets, the consistency check, ..., standby seek, standby highwaters,
     # the check)
