@@ -432,6 +432,7 @@ def test_the_kustomize_build_validates_strictly(kustomized, objects):
     assert set(objects) == {("ConfigMap", "corridor-config"), ("StatefulSet", "corridor-worker"),
                             ("Service", "corridor-worker-headless"), ("Service", "corridor-metrics"),
                             ("PodDisruptionBudget", "corridor-worker"),
+                            ("NetworkPolicy", "corridor-worker-web"),
                             ("PodMonitor", "corridor-workers"), ("PrometheusRule", "corridor")}
     assert all("namespace" not in o["metadata"] for o in objects.values()), "namespace-agnostic"
 
@@ -643,3 +644,21 @@ def test_on_time_panels_show_a_corridor_whose_deliveries_are_all_late(dashboards
     path.write_text(yaml.safe_dump(test))
     result = run([promtool, "test", "rules", path])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_web_port_is_open_to_prometheus_and_the_workers_only_and_drains_pass_a_stuck_pod(objects):
+    """Issue 15: no NetworkPolicy for the unauthenticated web port; the PDB blocked every drain
+    while one pod was stuck recovering."""
+    policy = objects[("NetworkPolicy", "corridor-worker-web")]["spec"]
+    sts = objects[("StatefulSet", "corridor-worker")]["spec"]
+    pod_labels = sts["template"]["metadata"]["labels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    [rule] = policy["ingress"]
+    ports = [p["containerPort"] for c in sts["template"]["spec"]["containers"] for p in c["ports"]]
+    assert [p["port"] for p in rule["ports"]] == ports == [6066]
+    peers = rule["from"]
+    assert peers[0] == {"podSelector": {"matchLabels": policy["podSelector"]["matchLabels"]}}
+    assert peers[1]["namespaceSelector"] and peers[1]["podSelector"]   # both: Prometheus' pods
+    pdb = objects[("PodDisruptionBudget", "corridor-worker")]["spec"]
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow" and pdb["maxUnavailable"] == 1
