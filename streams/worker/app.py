@@ -138,13 +138,6 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     reroute = Rerouter(settings, lambda: app.producer, pipe.counters)
     rerouted = settings.rerouted_topics
 
-    async def held(stream):
-        """The stream's events, each after the flush gate (RocksDB store) is open."""
-        async for event in stream.events():
-            if gate is not None and not gate.is_set():
-                await gate.wait()
-            yield event.message
-
     # Keys stay raw bytes here: the decoder checks them (a key that is not UTF-8 is a
     # key_mismatch); a Faust key codec that raises would crash the agent and lose the message.
     @app.agent(app.topic(settings.topic_orders, settings.topic_order_links, rerouted["orders"],
@@ -152,8 +145,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                          value_serializer="raw"),
                name="join_orders")
     async def join_orders(stream):
-        async for msg in held(stream):
-            await agents.order_record(pipe, reroute, msg)
+        async for event in stream.events():
+            if gate is not None and not gate.is_set():
+                await gate.wait()      # the RocksDB store: a commit is writing the changelogs
+            await agents.order_record(pipe, reroute, event.message)
 
     @app.agent(app.topic(settings.topic_shipments, settings.topic_customs,
                          rerouted["shipments"], rerouted["customs"],
@@ -161,8 +156,10 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
                          key_serializer="raw", value_serializer="raw"),
                name="timelines")
     async def timelines(stream):
-        async for msg in held(stream):
-            await agents.timeline_record(pipe, reroute, msg)
+        async for event in stream.events():
+            if gate is not None and not gate.is_set():
+                await gate.wait()
+            await agents.timeline_record(pipe, reroute, event.message)
 
     if settings.broker_watch_seconds > 0:
         @app.task
