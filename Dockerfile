@@ -10,9 +10,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /app
 # Dependencies first (cached while only the code changes), then the code.
-COPY pyproject.toml README.md ./
-RUN mkdir -p streams/domain && touch streams/__init__.py streams/domain/__init__.py \
-    && /opt/venv/bin/pip install . \
+# deploy/constraints.txt pins every distribution: the same image from the same commit.
+COPY pyproject.toml README.md deploy/constraints.txt ./
+RUN mkdir -p streams && touch streams/__init__.py \
+    && /opt/venv/bin/pip install -c constraints.txt '.[rocksdb]' \
     && /opt/venv/bin/pip uninstall -y corridor
 COPY streams/ streams/
 COPY schemas/ schemas/
@@ -26,7 +27,8 @@ FROM python:3.11.13-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    CORRIDOR_DATA_DIR=/var/lib/corridor
+    CORRIDOR_DATA_DIR=/var/lib/corridor \
+    CORRIDOR_WEB_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 corridor \
     && useradd --system --uid 10001 --gid corridor --home-dir /var/lib/corridor --no-create-home \
        --shell /usr/sbin/nologin corridor \
@@ -36,9 +38,9 @@ COPY --from=build /app /app
 WORKDIR /app
 USER 10001:10001
 EXPOSE 6066
-# /health is 200 once this worker has its assignment and has recovered its tables. The server must
-# listen on loopback or 0.0.0.0 (the default CORRIDOR_WEB_HOST is 127.0.0.1; deployments pass
-# --web-bind=0.0.0.0, see docs/deploy.md).
+# /health is 200 once this worker has its assignment and has recovered its tables. The image listens
+# on every interface (CORRIDOR_WEB_HOST=0.0.0.0: Prometheus scrapes it from outside the container;
+# the corridor default, 127.0.0.1, suits a worker run on a laptop).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('CORRIDOR_WEB_PORT', '6066'), timeout=4)"]
 ENTRYPOINT ["corridor"]

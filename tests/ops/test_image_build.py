@@ -104,3 +104,22 @@ def test_the_packages_built_are_the_packages_in_the_source(built):
     in_repo = sorted(".".join(p.parent.relative_to(REPO).parts)
                      for p in (REPO / "streams").rglob("__init__.py"))
     assert in_image == in_repo
+
+
+def test_every_distribution_in_the_image_is_pinned(built):
+    """deploy/constraints.txt makes the image reproducible: nothing installed is left unpinned."""
+    pip = built["venv"] / "bin" / "pip"
+    done = subprocess.run([str(pip), "freeze", "--exclude-editable"], capture_output=True,
+                          text=True, env=built["env"])
+    installed = {ln for ln in done.stdout.splitlines() if ln and not ln.startswith("#")}
+    pinned = {ln for ln in (REPO / "deploy" / "constraints.txt").read_text().splitlines()
+              if ln and not ln.startswith("#")}
+    assert installed <= pinned, "pin these in deploy/constraints.txt:\n" + "\n".join(
+        sorted(installed - pinned))
+    assert "rocksdict==0.3.29" in installed          # the RocksDB store works in the image
+
+
+def test_the_image_listens_where_prometheus_can_scrape_it():
+    env = dict(pair.split("=", 1) for op, args in dockerfile() if op == "ENV"
+               for pair in args.split())
+    assert env["CORRIDOR_WEB_HOST"] == "0.0.0.0"
