@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
 def run_worker(settings: Settings, faust_args: list[str]) -> int:
     from streams.worker.app import create_app
     from streams.domain.policy import PolicyError, SlaPolicy
-    from streams.broker.embedded import BrokerError
     from streams.topics import all_topics
     from streams.worker import faust_patches
     faust_patches.check(settings.allow_untested_faust)     # refuse before reaching the broker

@@ -87,8 +87,3 @@ class Expiry(DueIndex):
 def settle_index(table, grace: float) -> DueIndex:
     """When each shipment next has something to settle (timeline.settle_due)."""
     return DueIndex(table, lambda state: timeline.settle_due(state, grace))
-
-
-def settle_index(table, grace: float) -> DueIndex:
-    """When each shipment next has something to settle (timeline.settle_due)."""
-    return DueIndex(table, lambda state: timeline.settle_due(state, grace))

@@ -29,8 +29,7 @@ still refuses, as the patch would fail or set an attribute nothing reads. On an 
 tests/unit/test_faust_patches.py names every function whose source changed and the patch module
 to re-check; then update UPSTREAM and the versions.
 
-Every name that other code imports from here is re-exported below, with the private ones that
-tests and docs name as `faust_patches._...`.
+The names other code imports from here are re-exported below (`__all__`).
 """
 from __future__ import annotations
 
@@ -45,18 +44,15 @@ from streams.worker.faust_patches.crash_fixes import (_drain_producer_buffer_pat
 from streams.worker.faust_patches.delivery import (STREAM_YIELD_EVERY, _eager_delivery_patch,
                                                    _producer_buffer_ebb_patch, _stream_yield_patch,
                                                    resume, yielding_every)
-from streams.worker.faust_patches.embedded import (EMBEDDED_FETCH_MAX_WAIT_MS,
-                                                   _embedded_fetch_wait_patch,
+from streams.worker.faust_patches.embedded import (_embedded_fetch_wait_patch,
                                                    _embedded_leave_group_patch)
-from streams.worker.faust_patches.recovery import (TRUE_END_BUDGET, _probe_true_ends,
-                                                   _read_true_ends, _recovery_counters,
-                                                   _recovery_ends_patch, _settle_offsets_ahead,
-                                                   _table_name)
-from streams.worker.faust_patches.write_behind import (END_MARKER_KEY, SEND_YIELD_EVERY,
-                                                       _batch_end, _each_partition, _flush_lock,
-                                                       _offset_of, _write_behind_flush_patch,
-                                                       _write_ranks, batch_sender, record_sender,
+from streams.worker.faust_patches.recovery import _recovery_ends_patch, _settle_offsets_ahead
+from streams.worker.faust_patches.write_behind import (END_MARKER_KEY, _write_behind_flush_patch,
                                                        write_changelogs)
+
+#: Imported from here by other code (the rest of the names above are apply()'s).
+__all__ = ["STREAM_YIELD_EVERY", "resume", "yielding_every", "_settle_offsets_ahead",
+           "END_MARKER_KEY", "write_changelogs"]
 
 log = logging.getLogger("corridor.faust_patches")
 

@@ -96,10 +96,8 @@ def batch_sender(producer):
     async def send_records(topic, partition, pairs):
         if partition is None:
             return await record_sender(producer.send)(topic, partition, pairs)
-        if getattr(producer.app, "corridor_end_markers", False):
-            producer.__dict__.setdefault("_corridor_unmarked", set()).add((topic, partition))
+        _note_unmarked(producer, topic, partition)
         aio = producer._ensure_producer()
-        last = None
         batch, count = aio.create_batch(), 0
         for key, value in pairs:
             if batch.append(key=key, value=value, timestamp=None) is None:
@@ -112,6 +110,12 @@ def batch_sender(producer):
         last = await aio.send_batch(batch, topic, partition=partition)
         return _batch_end(last, count)
     return send_records
+
+
+def _note_unmarked(producer, topic: str, partition: int | None) -> None:
+    """A changelog partition written since its last end marker (apps with end markers only)."""
+    if getattr(producer.app, "corridor_end_markers", False):
+        producer.__dict__.setdefault("_corridor_unmarked", set()).add((topic, partition))
 
 
 async def _batch_end(fut, count: int) -> int:
@@ -160,8 +164,8 @@ def _write_behind_flush_patch() -> None:
     flush, send = Producer.flush, Producer.send
 
     async def _send(self, topic, key, value, partition, timestamp, headers, **kwargs):
-        if topic.endswith("-changelog") and getattr(self.app, "corridor_end_markers", False):
-            self.__dict__.setdefault("_corridor_unmarked", set()).add((topic, partition))
+        if topic.endswith("-changelog"):
+            _note_unmarked(self, topic, partition)
         return await send(self, topic, key, value, partition, timestamp, headers, **kwargs)
 
     async def _flush_and_mark(self) -> None:
