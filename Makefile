@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,ops]'
+	$(PY) -m pip install --quiet -e '.[test,ops,report]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -47,7 +47,7 @@ dashboards: $(STAMP)  ## regenerate the Grafana dashboards and the k8s Prometheu
 	$(PY) deploy/k8s/prometheusrule.py
 
 bench: $(STAMP)  ## the benchmark table (throughput, latency, RSS, floor, scaling); not part of make test
-	$(PY) -m pip install --quiet -e '.[test,ops,bench]'
+	$(PY) -m pip install --quiet -e '.[test,ops,report,bench]'
 	$(PY) benchmarks/run_all.py
 
 clean:  ## remove the virtualenv and local data

@@ -125,11 +125,12 @@ def _csv_records(path: Path):
 
 
 def _parquet_records(path: Path):
-    import pandas as pd
     try:
+        import pandas as pd
         frame = pd.read_parquet(path)
     except ImportError as exc:
-        raise SourceError(f"reading Parquet needs pyarrow: {exc}") from None
+        raise SourceError(f"reading Parquet needs the report extra (pip install 'corridor[report]'): "
+                          f"{exc}") from None
     except Exception as exc:   # pyarrow raises its own error types for a corrupt or non-Parquet file
         raise SourceError(f"cannot read {path} as Parquet: {str(exc).splitlines()[0]}") from None
     for i, row in enumerate(frame.to_dict("records")):

@@ -408,12 +408,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sla-policy", dest="sla_policy", help="SLA policy TOML (CORRIDOR_SLA_POLICY)")
 
 
+def _require_report_extra() -> None:
+    """pandas, pyarrow and matplotlib are the `report` extra, not in the worker image: say so."""
+    import importlib.util
+    missing = [m for m in ("pandas", "pyarrow", "matplotlib") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ReportError(f"needs {', '.join(missing)}: install the report extra "
+                          "(pip install 'corridor[report]')")
+
+
 def main(args: argparse.Namespace) -> int:
     """`corridor report`. Raises ReportError (a CliError: one line, exit status 2) on bad input."""
     from streams.feeds.sources import Checker, SourceError, load
     from streams.contract.codec import Rejected
     from streams.settings import Settings
 
+    _require_report_extra()
     settings = Settings.from_env(sla_policy=getattr(args, "sla_policy", None))
     try:
         policy = SlaPolicy.load(settings.sla_policy or None)

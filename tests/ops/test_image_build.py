@@ -123,3 +123,19 @@ def test_the_image_listens_where_prometheus_can_scrape_it():
     env = dict(pair.split("=", 1) for op, args in dockerfile() if op == "ENV"
                for pair in args.split())
     assert env["CORRIDOR_WEB_HOST"] == "0.0.0.0"
+
+
+def test_the_worker_image_carries_no_report_or_plot_stack(built):
+    """pandas, pyarrow and matplotlib (about 200 MB) serve `corridor report` only: they are the
+    `report` extra, not in the image, and `corridor report` there says what to install, in one line."""
+    pip = built["venv"] / "bin" / "pip"
+    done = subprocess.run([str(pip), "freeze", "--exclude-editable"], capture_output=True,
+                          text=True, env=built["env"])
+    names = {ln.split("==")[0].lower() for ln in done.stdout.splitlines() if "==" in ln}
+    assert not names & {"pandas", "pyarrow", "matplotlib", "numpy"}, sorted(names)
+    report = subprocess.run([str(built["venv"] / "bin" / "corridor"), "report", str(REPO / "README.md")],
+                            capture_output=True, text=True, env=built["env"], cwd=built["app"])
+    assert report.returncode == 2
+    assert report.stderr.strip().splitlines() == [
+        "corridor report: needs pandas, pyarrow, matplotlib: install the report extra "
+        "(pip install 'corridor[report]')"]
