@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -106,6 +107,8 @@ def one_trial(i: int, args, expected: dict, logdir: Path, tmp: Path) -> dict:
     app_id = unique_app_id("race")
     w = BenchWorker(broker.url, app_id, logdir, name="w0")
     w.env["CORRIDOR_DATA_DIR"] = str(logdir / f"data-{app_id}")
+    w.env["CORRIDOR_REGION_CODES"] = ",".join(   # Olist's states, as its mapping declares them
+        tomllib.loads((common.SRC / MAPPING_REL).read_text())["region_codes"])
     group = None
     try:
         w.spawn()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
@@ -69,6 +70,10 @@ class Settings:
     data_dir: str = field(default="corridor-data", metadata={"env": "CORRIDOR_DATA_DIR"})
     #: At most this many events are kept in one shipment's timeline (the oldest non-milestone ones go).
     timeline_max_events: int = field(default=100, metadata={"env": "CORRIDOR_TIMELINE_MAX_EVENTS"})
+    #: Two-letter region codes accepted as countries beside ISO 3166-1 (comma-separated), for a
+    #: marketplace whose corridors are regions of one country (the Olist data: Brazilian states).
+    #: Any other code outside ISO 3166-1 is dead-lettered (unknown_country): it bounds the corridors.
+    region_codes: str = field(default="", metadata={"env": "CORRIDOR_REGION_CODES"})
     #: Values larger than this many bytes are rejected.
     max_message_bytes: int = field(default=65536, metadata={"env": "CORRIDOR_MAX_MESSAGE_BYTES"})
     log_level: str = field(default="info", metadata={"env": "CORRIDOR_LOG_LEVEL"})
@@ -145,6 +150,10 @@ class Settings:
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    @property
+    def region_code_set(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.region_codes.split(",") if c.strip())
+
     def validate(self) -> "Settings":
         if self.profile not in PROFILES:
             raise SettingsError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
@@ -156,6 +165,9 @@ class Settings:
             raise SettingsError(f"web_port must be a TCP port, not {self.web_port}")
         if not self.bootstrap_servers:
             raise SettingsError(f"broker {self.broker!r} names no host:port")
+        bad = [c for c in self.region_code_set if not re.fullmatch(r"[A-Z]{2}", c)]
+        if bad:
+            raise SettingsError(f"region_codes must be two capital letters each, not {', '.join(sorted(bad))}")
         if self.store.split("://")[0] not in ("memory", "rocksdb"):
             raise SettingsError(f"store must be memory:// or rocksdb://, not {self.store!r}")
         self.gc_threshold_values        # raises SettingsError on a bad value

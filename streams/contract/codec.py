@@ -2,7 +2,9 @@
 
 The JSON Schema files in schemas/ are the only statement of the wire rules; this module compiles
 them once per Decoder and adds just what a schema cannot say: timestamps must be real instants
-within a sane range of the clock, and the message key must equal the body's id field (the
+within a sane range of the clock, country codes must be ISO 3166-1 alpha-2 codes (the schema
+only says "two capital letters": 676 codes, and every seller x buyer pair is a metric label), and
+the message key must equal the body's id field (the
 schema's "x-kafka-key"), because partitioning, and so every per-shipment table, relies on it.
 
 A rejection carries a `reason` from a small fixed set (REASONS), fit for a metric label and a
@@ -19,6 +21,7 @@ from typing import Callable
 
 import jsonschema_rs
 import orjson
+from iso3166 import countries_by_alpha2
 from jsonschema import Draft202012Validator
 
 from streams.domain.stages import parse_time  # noqa: F401  (re-exported: the codec's time rule)
@@ -35,6 +38,7 @@ REASONS = (
     "bad_timestamp",
     "missing_key",
     "key_mismatch",
+    "unknown_country",
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
@@ -49,6 +53,11 @@ KINDS = tuple(SCHEMA_FILES)
 EVENT_TIME_FIELD = "occurred_at"
 _EPOCH_2000 = 946684800.0  # 2000-01-01T00:00:00Z: anything earlier is a producer bug, not history
 _DETAIL_MAX = 200
+#: The schemas' pattern for a country code; fields with it are checked against ISO 3166-1.
+COUNTRY_PATTERN = "^[A-Z]{2}$"
+#: ISO 3166-1 alpha-2: the 249 officially assigned codes and XK (Kosovo, user-assigned but used
+#: by customs and carriers alike), as the maintained iso3166 package lists them.
+COUNTRIES = frozenset(countries_by_alpha2)
 
 
 class Rejected(Exception):
@@ -90,8 +99,10 @@ class Decoder:
         max_future_seconds: float = 7 * 86400,
         max_horizon_seconds: float = 366 * 86400,
         clock: Callable[[], float] = time.time,
+        countries: frozenset[str] = None,
     ) -> None:
         self.kind = kind
+        self.countries = COUNTRIES if countries is None else countries
         self.schema = load_schema(kind)
         # A broken schema file should stop the worker at start-up, not reject every event.
         Draft202012Validator.check_schema(self.schema)
@@ -112,6 +123,7 @@ class Decoder:
         if EVENT_TIME_FIELD not in self.time_fields:
             raise ValueError(f"{kind} schema has no date-time {EVENT_TIME_FIELD}")
         self._other_time_fields = tuple(f for f in self.time_fields if f != EVENT_TIME_FIELD)
+        self.country_paths = country_paths(inlined)
         self.max_bytes = max_bytes
         self.max_future_seconds = max_future_seconds
         self.max_horizon_seconds = max_horizon_seconds
@@ -146,6 +158,8 @@ class Decoder:
 
         if not self._fast.is_valid(doc):
             self._raise_schema_error(doc)
+        for path in self.country_paths:
+            self._check_country(doc, path)
 
         event_time = self._check_time(doc, EVENT_TIME_FIELD)
         if event_time > self._clock() + self.max_future_seconds:
@@ -177,6 +191,14 @@ class Decoder:
         if got != expected:
             raise Rejected("key_mismatch", f"key {got!r} != {self.key_field} {expected!r}")
         return doc
+
+    def _check_country(self, doc: dict, path: tuple[str, ...]) -> None:
+        node = doc
+        for part in path:
+            node = node.get(part) if type(node) is dict else None
+        if node is not None and node not in self.countries:
+            raise Rejected("unknown_country", f"{'.'.join(path)}: {node!r} is not an ISO 3166-1 "
+                                              "alpha-2 country code")
 
     def _check_time(self, doc: dict, name: str) -> float:
         try:
@@ -210,6 +232,27 @@ class Decoder:
         if err is None:     # the two validators disagree: trust the stricter, say so
             raise Rejected("schema", "does not match the schema (jsonschema-rs)")
         raise Rejected("schema", f"{err.json_path}: {err.message}")
+
+
+def accepted_countries(region_codes=()) -> frozenset[str]:
+    """ISO 3166-1 and the extra two-letter region codes a deployment accepts as countries
+    (CORRIDOR_REGION_CODES, a csv-orders mapping's region_codes: e.g. the states of a domestic
+    marketplace, as in the Olist data)."""
+    return COUNTRIES | frozenset(region_codes)
+
+
+def country_paths(schema: dict, prefix: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+    """The property paths (("destination_country",), ("location", "country"), ...) whose schema is
+    a country code (COUNTRY_PATTERN), in an inlined schema."""
+    found: list[tuple[str, ...]] = []
+    for name, sub in schema.get("properties", {}).items():
+        if not isinstance(sub, dict):
+            continue
+        if sub.get("pattern") == COUNTRY_PATTERN:
+            found.append(prefix + (name,))
+        elif "properties" in sub:
+            found.extend(country_paths(sub, prefix + (name,)))
+    return tuple(found)
 
 
 def ecma_anchors(node):

@@ -171,7 +171,7 @@ class Bridge:
         from streams.topics import dlq_name
         self.settings, self.source, self.fmt, self.options = settings, source, fmt, options
         self.consumer, self.producer, self.clock = consumer, producer, clock
-        self.check = Checker(settings.max_message_bytes)
+        self.check = Checker(settings.max_message_bytes, settings.region_code_set)
         self.topics = settings.input_topics
         self.dlq = dlq_name(source)
         self.stats = Stats(source, self.dlq)

@@ -36,6 +36,7 @@ what was dropped (the row's other events are still produced):
 """
 from __future__ import annotations
 
+import re
 import string
 import tomllib
 from datetime import datetime
@@ -52,7 +53,7 @@ class MappingError(ValueError):
 
 
 _SCHEMA = {
-    "": {"name": str, "timezone": str, "tables": dict, "join": list, "order": dict, "shipment": dict},
+    "": {"name": str, "timezone": str, "region_codes": list, "tables": dict, "join": list, "order": dict, "shipment": dict},
     "join": {"table": str, "on": str, "key": str, "columns": list, "first_by": str},
     "order": {"order_id": str, "placed_at": str, "promised_delivery_at": str, "promise_is_date": bool,
               "seller_country": str, "seller_region": str, "buyer_country": str, "buyer_region": str,
@@ -85,6 +86,9 @@ def load_mapping(text: str, source: str = "mapping") -> dict:
         ZoneInfo(doc["timezone"])
     except (ZoneInfoNotFoundError, ValueError):
         raise MappingError(f"{source}: timezone {doc['timezone']!r} is not an IANA time zone") from None
+    bad = [c for c in doc.get("region_codes", ()) if not (isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c))]
+    if bad:
+        raise MappingError(f"{source}: region_codes must be two capital letters each, not {bad[0]!r}")
     order = doc["order"]
     order.setdefault("service_level", "standard")
     if order["service_level"] not in SERVICE_LEVELS:

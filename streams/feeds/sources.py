@@ -50,6 +50,8 @@ class Loaded:
     events: list[tuple[str, dict]] = field(default_factory=list)
     where: list[tuple[str, object]] = field(default_factory=list)    # (source, index/id) per event
     rejects: list[dict] = field(default_factory=list)
+    #: Two-letter region codes the source declares as countries (a csv-orders mapping's region_codes)
+    region_codes: frozenset = frozenset()
 
     def reject(self, source: str, where, reason: str, record=None) -> None:
         code = reason_code(reason)
@@ -336,7 +338,7 @@ def _load_orders_export(paths: list[Path], mapping: str | Path | None) -> Loaded
         result = csv_orders.convert(tables, spec)
     except MappingError as exc:
         raise SourceError(f"{mapping} does not fit {folder}: {exc}") from None
-    out = Loaded()
+    out = Loaded(region_codes=frozenset(spec.get("region_codes", ())))
     source = str(folder)
     for where, reason in result.rejects:
         out.reject(source, where, reason)
@@ -358,9 +360,10 @@ class Checker:
     """(key bytes, value bytes, decoded event) exactly as the worker would receive and accept them;
     raises codec.Rejected otherwise."""
 
-    def __init__(self, max_bytes: int = 65536):
-        from streams.contract.codec import Decoder
-        self.decoders = {kind: Decoder(kind, max_bytes=max_bytes) for kind in KINDS}
+    def __init__(self, max_bytes: int = 65536, region_codes=()):
+        from streams.contract.codec import Decoder, accepted_countries
+        countries = accepted_countries(region_codes)
+        self.decoders = {kind: Decoder(kind, max_bytes=max_bytes, countries=countries) for kind in KINDS}
 
     def __call__(self, kind: str, event: dict) -> tuple[bytes | None, bytes, dict]:
         from streams.contract.codec import Rejected

@@ -134,7 +134,7 @@ def replay(settings, loaded, *, rate: float | None = None, dry_run: bool = False
     from streams.contract.codec import Rejected
 
     topics = settings.input_topics
-    check = Checker(settings.max_message_bytes)
+    check = Checker(settings.max_message_bytes, settings.region_code_set | loaded.region_codes)
     if producer is None and not dry_run:
         producer = _producer(settings)          # an unreachable broker fails before anything is written
     summary = Summary(dry_run=dry_run, rejects_path=str(rejects_path))

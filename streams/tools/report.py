@@ -445,7 +445,7 @@ def main(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise ReportError(str(exc)) from None
     rejected = Counter(r["reason"] for r in loaded.rejects)
-    check = Checker(settings.max_message_bytes)
+    check = Checker(settings.max_message_bytes, settings.region_code_set | loaded.region_codes)
 
     def accepted():
         for kind, event in loaded.events:

@@ -17,7 +17,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.contract import deadletter
-from streams.contract.codec import Decoder, Rejected
+from streams.contract.codec import Decoder, Rejected, accepted_countries
 from streams.contract.internal import link_value
 from streams.domain import aggregate, orders as order_side, timeline, watermark as wm
 from streams.domain import totals as totals_rule
@@ -74,7 +74,8 @@ class Pipeline:
         self.totals_text = TotalsExposition()
         self.registry.register(WorkerCollector(self.offsets, settings.partitions))
         self.registry.register(AwaitingCollector(self.waiting_counts))
-        self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes)
+        self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes,
+                                      countries=accepted_countries(settings.region_code_set))
                          for kind in settings.input_topics}
         self.kind_of = {name: kind for kind, name in settings.input_topics.items()}
         self.kind_of[settings.topic_shipment_orders] = "forwarded"

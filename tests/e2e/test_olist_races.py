@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,10 @@ from streams.settings import Settings
 
 OLIST = shared_data() / "olist-10k"
 MAPPING = REPO / "streams" / "feeds" / "mappings" / "olist.toml"
+
+# Olist's corridors are Brazilian states, accepted as countries because the mapping declares them;
+# a worker is told the same with CORRIDOR_REGION_CODES (docs/feeds.md).
+REGIONS = ",".join(tomllib.loads(MAPPING.read_text())["region_codes"])
 DEADLINE = 300.0
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -91,7 +96,7 @@ def wait_for_report(workers, expected: dict) -> None:
 
 def spawn(broker, app_id, logdir, name, topics) -> Worker:
     env = {"CORRIDOR_TOPIC_ORDERS": topics["orders"], "CORRIDOR_TOPIC_SHIPMENTS": topics["shipments"],
-           "CORRIDOR_TOPIC_CUSTOMS": topics["customs"]}
+           "CORRIDOR_TOPIC_CUSTOMS": topics["customs"], "CORRIDOR_REGION_CODES": REGIONS}
     return Worker(broker.url, app_id, logdir, name=name, env=env)
 
 
@@ -108,7 +113,8 @@ def start_without_waiting(worker: Worker) -> Worker:
 
 
 def publish(broker, app_id, topics, loaded, start: int = 0, stop: int | None = None) -> None:
-    part = type(loaded)(events=loaded.events[start:stop], where=loaded.where[start:stop])
+    part = type(loaded)(events=loaded.events[start:stop], where=loaded.where[start:stop],
+                        region_codes=loaded.region_codes)
     settings = Settings.from_env({}, broker=broker.url, app_id=app_id,
                                  topic_orders=topics["orders"], topic_shipments=topics["shipments"],
                                  topic_customs=topics["customs"])

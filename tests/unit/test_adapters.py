@@ -8,20 +8,24 @@ from builders import shared_data
 import copy
 import json
 from collections import Counter
+import tomllib
 from pathlib import Path
 
 import orjson
 import pytest
 
 from streams.feeds import csv_orders, dcsa, epcis, reason_code, sources
-from streams.contract.codec import Decoder, parse_time
+from streams.contract.codec import Decoder, Rejected, accepted_countries, parse_time
 
 DATA = shared_data()
 DCSA = DATA / "standards" / "dcsa"
 EPCIS = DATA / "standards" / "epcis"
 OLIST = DATA / "olist-10k"
 OLIST_MAPPING = Path(__file__).resolve().parents[2] / "streams" / "feeds" / "mappings" / "olist.toml"
-DECODERS = {kind: Decoder(kind) for kind in ("orders", "shipments", "customs")}
+# The csv-orders cases use Brazilian state codes as countries, declared by the Olist mapping.
+STATES = tomllib.loads(OLIST_MAPPING.read_text())["region_codes"]
+DECODERS = {kind: Decoder(kind, countries=accepted_countries(STATES))
+            for kind in ("orders", "shipments", "customs")}
 
 
 
@@ -308,11 +312,24 @@ def test_olist_converts_every_usable_row_and_every_event_decodes(olist):
         ("shipments", "label_created"): 9753, ("shipments", "picked_up"): 9748,
         ("shipments", "delivered"): 9648}
     assert Counter(r["reason"] for r in olist.rejects) == {"missing_field": 112, "irregular_time": 5}
+    assert len(olist.region_codes) == 27                  # Brazil's 26 states and its federal district
+    states = {kind: Decoder(kind, countries=accepted_countries(olist.region_codes)) for kind in DECODERS}
     for kind, event in olist.events:
         key = event["order_id"] if kind == "orders" else event["shipment_id"]
-        DECODERS[kind].decode(key.encode(), orjson.dumps(event))
+        states[kind].decode(key.encode(), orjson.dumps(event))
     times = [parse_time(e["occurred_at"]) for _, e in olist.events]
     assert times == sorted(times)                      # replayed as the history happened
+
+
+def test_olist_states_are_countries_only_where_the_mapping_declares_them(olist):
+    """Issue 15: codes outside ISO 3166-1 are dead-lettered; Olist's states (SP, RJ, ...) pass only
+    because its mapping lists them (region_codes), and a worker needs CORRIDOR_REGION_CODES."""
+    kind, event = next((k, e) for k, e in olist.events
+                       if k == "orders" and e["seller_country"] == "SP")
+    with pytest.raises(Rejected) as info:
+        Decoder(kind).decode(event["order_id"].encode(), orjson.dumps(event))
+    assert (info.value.reason, info.value.detail) == (
+        "unknown_country", "seller_country: 'SP' is not an ISO 3166-1 alpha-2 country code")
 
 
 def test_olist_order_keeps_its_local_times_with_the_brazilian_offset(olist):

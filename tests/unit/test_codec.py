@@ -138,6 +138,18 @@ CASES = [
     ("key is the order, not the shipment", "shipments", b"o-1", SHIPMENT, "key_mismatch",
      "key 'o-1' != shipment_id 's-1'"),
     ("key not utf-8", "customs", b"\xff", CUSTOMS, "key_mismatch", "is not UTF-8"),
+    # Issue 15: the schema's two capital letters allow 676 codes and every seller x buyer pair is
+    # a corridor label; only ISO 3166-1 codes pass.
+    ("seller not a country", "orders", b"o-1", order(seller_country="ZZ"), "unknown_country",
+     "seller_country: 'ZZ' is not an ISO 3166-1 alpha-2 country code"),
+    ("UK is GB", "orders", b"o-1", order(buyer_country="UK"), "unknown_country", "buyer_country: 'UK'"),
+    ("destination not a country", "shipments", b"s-1", {**SHIPMENT, "destination_country": "EU"},
+     "unknown_country", "destination_country: 'EU' is not an ISO 3166-1"),
+    ("scan location not a country", "shipments", b"s-1",
+     {**SHIPMENT, "location": {"country": "QQ", "facility": "x"}}, "unknown_country",
+     "location.country: 'QQ'"),
+    ("customs authority not a country", "customs", b"s-1", {**CUSTOMS, "country": "AA"},
+     "unknown_country", "country: 'AA'"),
 ]
 
 
@@ -153,6 +165,21 @@ def test_rejection(kind, key, value, reason, text):
 def test_every_reason_has_a_case():
     # too_large is parametrised on max_bytes, so it has its own test below.
     assert {c[4] for c in CASES} | {"too_large"} == set(REASONS)
+
+
+def test_country_codes_are_the_iso_3166_1_list():
+    from streams.contract.codec import COUNTRIES
+    assert len(COUNTRIES) == 250                 # 249 assigned and XK (Kosovo)
+    assert {"CN", "AU", "DE", "US", "GB", "BR", "XK"} <= COUNTRIES
+    assert not {"UK", "EU", "ZZ", "XX"} & COUNTRIES
+    assert decoder("orders").decode(b"o-1", orjson.dumps(order(buyer_country="XK")))["buyer_country"] == "XK"
+
+
+def test_every_country_field_of_the_schemas_is_checked():
+    assert decoder("orders").country_paths == (("seller_country",), ("buyer_country",))
+    assert decoder("shipments").country_paths == (("origin_country",), ("destination_country",),
+                                                  ("location", "country"))
+    assert decoder("customs").country_paths == (("country",),)
 
 
 def test_too_large():

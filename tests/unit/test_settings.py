@@ -55,6 +55,7 @@ def test_plaintext_has_no_credentials():
     ({"CORRIDOR_STANDBY_REPLICAS": "-1"}, "standby_replicas must be >= 0, not -1"),
     ({"CORRIDOR_GC_THRESHOLDS": "700,10"}, "gc_thresholds must be three positive integers"),
     ({"CORRIDOR_GC_THRESHOLDS": "700,0,x"}, "gc_thresholds must be three positive integers"),
+    ({"CORRIDOR_REGION_CODES": "SP,rj,BRA"}, "region_codes must be two capital letters each, not BRA, rj"),
 ])
 def test_bad_settings_say_what_is_wrong(env, message):
     with pytest.raises(SettingsError, match=message.replace(".", r"\.")):
@@ -71,3 +72,8 @@ def test_gc_thresholds_default_to_rare_full_collections_or_pythons_own():
     assert Settings().gc_threshold_values == (10000, 50, 1000)
     assert Settings.from_env({"CORRIDOR_GC_THRESHOLDS": "python"}).gc_threshold_values is None
     assert Settings.from_env({"CORRIDOR_GC_THRESHOLDS": "700,10,10"}).gc_threshold_values == (700, 10, 10)
+
+
+def test_region_codes_are_a_set_of_two_letter_codes():
+    assert Settings.from_env({"CORRIDOR_REGION_CODES": " SP, RJ ,,SP"}).region_code_set == {"SP", "RJ"}
+    assert Settings.from_env({}).region_code_set == frozenset()
