@@ -1,4 +1,4 @@
-"""The `corridor` command: broker, worker, simulate, replay, report, bridge, shipment, demo.
+"""The `corridor` command: broker, worker, topics, simulate, replay, report, bridge, shipment, demo.
 
 Every flag has a CORRIDOR_* environment variable (streams/settings.py); flags win. Errors in flags,
 files or settings are one line on stderr and exit status 2.
@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.feeds import bridge
     bridge.add_arguments(p)
 
+    p = sub.add_parser("topics", help="create (or --check) every topic: inputs, internal, dead letters, "
+                                      "changelogs, with the partitions, replication factor and min ISR")
+    _common(p)
+    from streams.broker import provision
+    provision.add_arguments(p)
+
     p = sub.add_parser("shipment", help="one shipment's timeline from a worker, as a table")
     from streams.tools import shipment_view
     shipment_view.add_arguments(p)
@@ -85,13 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.tools import report
     report.add_arguments(p)
 
-    p = sub.add_parser("demo", help="embedded broker + one worker + simulator; Ctrl-C stops all")
+    p = sub.add_parser("dlq", help="dead letters: show them, or replay them to their source topics")
+    from streams.tools import dlq
+    dlq.add_arguments(p, common=_common)
+
+    p = sub.add_parser("demo", help="embedded broker + one worker + simulator, and a live view of "
+                                    "the figures (docs/demo.md); Ctrl-C stops all")
     p.add_argument("--port", type=port, default=0, help="broker port (default: a free one)")
     p.add_argument("--web-port", dest="web_port", type=port, default=6066)
     p.add_argument("--rate", type=float, default=200.0, help="simulator events per second")
-    p.add_argument("--scenario", default="customs-backlog")
+    p.add_argument("--scenario", default="customs-backlog", choices=list(simulate.SCENARIOS))
+    p.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+    p.add_argument("--shipments", type=int, default=None,
+                   help="the simulator stops after this many shipments (default: it runs until the demo stops)")
     p.add_argument("--run-seconds", dest="run_seconds", type=float, default=None,
-                   help="stop by itself after this many seconds (default: until Ctrl-C)")
+                   help="stop by itself this many seconds after the worker is ready (default: until Ctrl-C)")
     return parser
 
 
@@ -122,12 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bridge":
             from streams.feeds import bridge
             return bridge.main(settings_from(args), args)
+        if args.command == "topics":
+            from streams.broker import provision
+            return provision.main(settings_from(args), args)
         if args.command == "shipment":
             from streams.tools import shipment_view
             return shipment_view.main(args)
         if args.command == "report":
             from streams.tools import report
             return report.main(args)
+        if args.command == "dlq":
+            from streams.tools import dlq
+            return dlq.main(settings_from(args), args)
         if args.command == "demo":
             return run_demo(args)
     except (CliError, SettingsError) as exc:
@@ -141,14 +161,14 @@ def main(argv: list[str] | None = None) -> int:
 def run_worker(settings: Settings, faust_args: list[str]) -> int:
     from streams.worker.app import create_app
     from streams.domain.policy import PolicyError, SlaPolicy
-    from streams.topics import all_topics
+    from streams.broker import provision
     from streams.worker import faust_patches
     faust_patches.check(settings.allow_untested_faust)     # refuse before reaching the broker
     try:
         policy = SlaPolicy.load(settings.sla_policy or None)
     except PolicyError as exc:
         raise CliError(str(exc)) from None
-    _ensure_topics_waiting(settings, all_topics(settings))
+    provision.ensure_waiting(settings)
     import logging
     import prometheus_client
     prometheus_client.disable_created_metrics()     # *_created series add nothing for our counters
@@ -168,105 +188,151 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
     return 0
 
 
-def _ensure_topics_waiting(settings: Settings, topics: dict[str, int]) -> None:
-    """`ensure_topics`, retried while the brokers cannot be reached (a broker restarting or
-    stalled must not stop a worker from starting), for up to settings.broker_wait_seconds."""
-    from streams.broker.embedded import BrokerError, BrokerUnreachable
-    deadline = time.monotonic() + settings.broker_wait_seconds
-    delay = 1.0
-    while True:
-        try:
-            return ensure_topics(settings, topics)
-        except BrokerUnreachable as exc:
-            if time.monotonic() + delay > deadline:
-                raise CliError(f"{exc} (tried for {settings.broker_wait_seconds:.0f} s, "
-                               "CORRIDOR_BROKER_WAIT_SECONDS)") from None
-            print(f"corridor worker: {exc}; retrying in {delay:.0f} s", file=sys.stderr, flush=True)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-        except BrokerError as exc:
-            raise CliError(str(exc)) from None
-
-
-def ensure_topics(settings: Settings, topics: dict[str, int]) -> None:
-    """Create missing topics; refuse input topics whose partition count breaks co-partitioning."""
-    from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaError
-    from streams.broker.embedded import BrokerError, BrokerUnreachable, create_topics
-    from streams.security import kafka_python_options
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                 client_id="corridor-setup", request_timeout_ms=10000,
-                                 bootstrap_timeout_ms=10000, **kafka_python_options(settings))
-    except KafkaError as exc:
-        raise BrokerUnreachable(f"cannot reach the broker at {settings.broker}: {exc}") from None
-    try:
-        names = [n for n in topics if n in admin.list_topics()]
-        # Ask only for ours, and never with an empty list: Tansu answers it with every topic.
-        existing = {t.get("name") or t.get("topic"): len(t["partitions"])
-                    for t in (admin.describe_topics(names) if names else ())
-                    if (t.get("name") or t.get("topic")) in topics}
-    except KafkaError as exc:
-        raise BrokerUnreachable(f"the broker at {settings.broker} did not answer: {exc}") from None
-    finally:
-        admin.close()
-    wrong = {n: c for n, c in existing.items() if c != topics[n]}
-    if wrong:
-        detail = ", ".join(f"{n} has {c}" for n, c in sorted(wrong.items()))
-        raise BrokerError(f"every topic must have {settings.partitions} partitions to be joined "
-                          f"(CORRIDOR_PARTITIONS), but {detail}")
-    missing = {n: c for n, c in topics.items() if n not in existing}
-    if missing:
-        create_topics(settings.bootstrap_servers, missing,
-                      client_options=kafka_python_options(settings))
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    """What `make demo` runs: everything on loopback, stopped together on Ctrl-C."""
-    from streams.broker.embedded import EmbeddedBroker
-    broker = EmbeddedBroker(port=args.port).start()
-    env = dict(os.environ, CORRIDOR_BROKER=broker.url, CORRIDOR_PROFILE="embedded",
-               CORRIDOR_APP_ID=f"corridor-demo-{int(time.time())}",
-               CORRIDOR_WEB_PORT=str(args.web_port), CORRIDOR_WEB_HOST="127.0.0.1")
-    procs: list[subprocess.Popen] = []
+    """What `make demo` runs: the embedded broker, one worker and the simulator on loopback, and a
+    live view of the worker's figures (streams.tools.live_view, docs/demo.md). Their logs go to
+    files in CORRIDOR_DATA_DIR/demo/, not to the screen. Ctrl-C (or --run-seconds) stops them all,
+    and the last frame stays on the screen."""
+    from pathlib import Path
+    from streams.broker.embedded import BrokerError, EmbeddedBroker
+    from streams.tools import live_view
+
+    logs = Path(Settings.from_env().data_dir, "demo").resolve()
+    logs.mkdir(parents=True, exist_ok=True)
+    log = {name: logs / f"{name}.log" for name in ("worker", "simulator", "broker")}
+    for path in log.values():
+        path.write_bytes(b"")                   # each demo's logs are its own
+    base = f"http://127.0.0.1:{args.web_port}"
+    broker = EmbeddedBroker(port=args.port, quiet=False, log_path=str(log["broker"]))
+    procs: dict[str, subprocess.Popen] = {}
+    history = live_view.History()
+    view = {"snap": None, "up": True, "earlier": None, "status": "starting the broker", "due": 0.0}
+    stops = ("stops by itself in {:.0f} s" if args.run_seconds is not None else "Ctrl-C stops everything")
+
+    def frame():
+        links = [("metrics", f"{base}/metrics"), ("corridors", f"{base}/corridors"),
+                 ("shipment", f"{base}/shipments/SHP-{args.seed}-000001"), ("health", f"{base}/health"),
+                 ("broker", f"{broker.url} (embedded Tansu, memory storage)" if broker.port else "-")]
+        links += [(f"{name} log", str(path)) for name, path in log.items()]
+        return live_view.make_frame(view["snap"], wall=time.time(), status=view["status"],
+                                    overdue_earlier=view["earlier"], worker_up=view["up"],
+                                    links=tuple(links))
+
+    def refresh(scrape: bool, force: bool = False) -> None:
+        if not force and time.monotonic() < view["due"]:
+            return
+        view["due"] = time.monotonic() + live_view.REFRESH
+        if scrape:
+            text = live_view.scrape(f"{base}/metrics")
+            view["up"] = text is not None
+            if text is not None:
+                view["snap"] = live_view.parse(text)
+                view["earlier"] = history.add(time.monotonic(), view["snap"])
+        screen.show(frame(), force=force)
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt
+
+    hurry: list[int] = []
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt)}   # kill = Ctrl-C
+    error, ended, status = None, "stopped", 0
+    screen = live_view.Screen()
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env))
-        base = f"http://127.0.0.1:{args.web_port}"
-        _wait_http(f"{base}/health", 60, procs[0])
-        procs.append(subprocess.Popen([sys.executable, "-m", "streams", "simulate", "--rate",
-                                       str(args.rate), "--scenario", args.scenario], env=env))
-        print(f"""
-corridor demo is running (Ctrl-C stops everything)
-  broker     {broker.url}   (embedded Tansu, memory storage)
-  metrics    {base}/metrics
-  corridors  {base}/corridors
-  shipment   {base}/shipments/<id>   e.g. the ids in {base}/corridors' traffic
-  health     {base}/health
-""", flush=True)
-        deadline = None if args.run_seconds is None else time.monotonic() + args.run_seconds
-        while deadline is None or time.monotonic() < deadline:
-            for p in procs:
-                if p.poll() is not None and p is procs[0]:
-                    raise CliError(f"the worker exited with status {p.returncode}")
-            time.sleep(0.5)
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
+        with screen:
             try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        broker.stop()
-    return 0
+                refresh(False, force=True)
+                try:
+                    broker.start()
+                except BrokerError as exc:
+                    raise CliError(str(exc)) from None
+                env = dict(os.environ, CORRIDOR_BROKER=broker.url, CORRIDOR_PROFILE="embedded",
+                           CORRIDOR_APP_ID=f"corridor-demo-{int(time.time())}",
+                           CORRIDOR_WEB_PORT=str(args.web_port), CORRIDOR_WEB_HOST="127.0.0.1",
+                           PYTHONUNBUFFERED="1")
+                # Their own sessions: Ctrl-C reaches the demo only, which stops them in order.
+                with open(log["worker"], "ab") as out:
+                    procs["worker"] = subprocess.Popen(
+                        [sys.executable, "-m", "streams", "worker"], env=env, stdin=subprocess.DEVNULL,
+                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                waiting = time.monotonic()
+
+                def tick():
+                    view["status"] = f"waiting for the worker ({time.monotonic() - waiting:.0f} s)"
+                    refresh(False)
+
+                _wait_http(f"{base}/health", 60, procs["worker"], tick=tick, log=log["worker"])
+                sim = ["--rate", f"{args.rate:g}", "--scenario", args.scenario, "--seed", str(args.seed)]
+                if args.shipments is not None:
+                    sim += ["--shipments", str(args.shipments)]
+                with open(log["simulator"], "ab") as out:
+                    procs["simulator"] = subprocess.Popen(
+                        [sys.executable, "-m", "streams", "simulate", *sim], env=env,
+                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                        start_new_session=True)
+                traffic = (f"simulator: {args.rate:g} events/s, scenario {args.scenario}, seed {args.seed}"
+                           + (f", {args.shipments} shipments" if args.shipments is not None else ""))
+                deadline = None if args.run_seconds is None else time.monotonic() + args.run_seconds
+                while deadline is None or time.monotonic() < deadline:
+                    for name, proc in procs.items():
+                        if proc.poll() not in (None, 0) or (name == "worker" and proc.poll() is not None):
+                            raise CliError(f"the {name} exited with status {proc.returncode}; "
+                                           f"its log: {log[name]}")
+                    done = procs["simulator"].poll() == 0
+                    left = "" if deadline is None else max(0.0, deadline - time.monotonic())
+                    view["status"] = (f"{traffic} ({'finished' if done else 'running'}); "
+                                      + stops.format(left))
+                    refresh(True)
+                    time.sleep(0.1)
+                ended = f"stopped after {args.run_seconds:g} s (--run-seconds)"
+            except KeyboardInterrupt:
+                ended, status = "stopped (Ctrl-C)", 130
+            except CliError as exc:
+                error, ended = exc, f"stopped: {exc}"
+            finally:
+                # A second Ctrl-C while stopping: kill what is left rather than wait.
+                signal.signal(signal.SIGINT, lambda *_: hurry.append(1))
+                signal.signal(signal.SIGTERM, lambda *_: hurry.append(1))
+                worker = procs.get("worker")
+                if worker is not None and worker.poll() is None and view["snap"] is not None:
+                    refresh(True, force=True)     # the last frame shows the figures at the stop
+                last = view["snap"], view["up"], view["earlier"]
+                view["status"] = "stopping the simulator, the worker and the broker"
+                refresh(False, force=True)
+                for name in ("simulator", "worker"):
+                    proc = procs.get(name)
+                    if proc is None:
+                        continue
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
+                    stop_by = time.monotonic() + 25     # the worker's own stop timeout is 20 s
+                    while proc.poll() is None and time.monotonic() < stop_by and not hurry:
+                        time.sleep(0.05)
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                broker.stop()
+                view["snap"], view["up"], view["earlier"] = last
+                view["status"] = ended
+                screen.close(frame(), f"corridor demo: {ended}; the worker's log: {log['worker']}")
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if error is not None:
+        raise error
+    return status
 
 
-def _wait_http(url: str, seconds: float, proc: subprocess.Popen) -> None:
+def _wait_http(url: str, seconds: float, proc: subprocess.Popen, *, tick=None, log=None) -> None:
+    """Wait until `url` answers 200 while `proc` runs; `tick()`, if given, is called at every try
+    (the demo refreshes its screen); `log` is named in the error when `proc` exits."""
+    where = f"; its log: {log}" if log else ""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise CliError(f"the worker exited with status {proc.returncode} before it was ready")
+            raise CliError(f"the worker exited with status {proc.returncode} before it was ready{where}")
+        if tick is not None:
+            tick()
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
@@ -274,4 +340,4 @@ def _wait_http(url: str, seconds: float, proc: subprocess.Popen) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    raise CliError(f"the worker was not ready at {url} after {seconds:.0f} s")
+    raise CliError(f"the worker was not ready at {url} after {seconds:.0f} s{where}")

@@ -62,6 +62,15 @@ class Settings:
     #: (status 143): with its broker gone, faust's shutdown waits on it forever. Nothing is lost:
     #: what was not committed is processed again by the partitions' next owner.
     stop_timeout_seconds: float = field(default=20.0, metadata={"env": "CORRIDOR_STOP_TIMEOUT_SECONDS"})
+    #: Replication factor of every topic corridor creates (internal, dead-letter, changelog, and
+    #: input topics where it creates them); -1: the broker's default.replication.factor.
+    replication_factor: int = field(default=-1, metadata={"env": "CORRIDOR_REPLICATION_FACTOR"})
+    #: min.insync.replicas of every topic corridor creates; 0: the broker's default. With acks=all
+    #: a write needs this many replicas in sync (a cluster with 3 brokers: RF 3, min ISR 2).
+    min_insync_replicas: int = field(default=0, metadata={"env": "CORRIDOR_MIN_INSYNC_REPLICAS"})
+    #: false: the worker never creates its input topics; a missing one (a mistyped CORRIDOR_TOPIC_*,
+    #: topics not provisioned yet) is one error and exit status 2. Internal topics are still created.
+    create_input_topics: bool = field(default=True, metadata={"env": "CORRIDOR_CREATE_INPUT_TOPICS"})
     #: Standby copies of each table partition kept by other workers (faust's table_standby_replicas).
     standby_replicas: int = field(default=1, metadata={"env": "CORRIDOR_STANDBY_REPLICAS"})
     #: Faust table store: memory:// or rocksdb://
@@ -159,6 +168,13 @@ class Settings:
             raise SettingsError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
         if self.partitions < 1:
             raise SettingsError(f"partitions must be >= 1, not {self.partitions}")
+        if self.replication_factor == 0 or self.replication_factor < -1:
+            raise SettingsError(f"replication_factor must be >= 1 or -1 (the broker's default), "
+                                f"not {self.replication_factor}")
+        if self.min_insync_replicas < 0 or (self.replication_factor > 0
+                                             and self.min_insync_replicas > self.replication_factor):
+            raise SettingsError(f"min_insync_replicas must be 0 (the broker's default) .. the replication "
+                                f"factor {self.replication_factor}, not {self.min_insync_replicas}")
         if self.standby_replicas < 0:
             raise SettingsError(f"standby_replicas must be >= 0, not {self.standby_replicas}")
         if not (0 < self.web_port < 65536):

@@ -289,26 +289,39 @@ class EmbeddedBroker:
         return f"<EmbeddedBroker {self.url} {state}>"
 
 
+def creation_request(topics: dict[str, int], compact=frozenset(), replication_factor: int = -1,
+                     configs: dict[str, str] | None = None) -> dict[str, dict]:
+    """kafka-python's CreateTopics request for `topics` (name -> partitions): what create_topics sends."""
+    request = {}
+    for name, partitions in topics.items():
+        spec = {"num_partitions": int(partitions), "replication_factor": int(replication_factor)}
+        own = dict(configs or {})
+        if name in compact:
+            own["cleanup.policy"] = "compact"
+        if own:
+            spec["configs"] = own
+        request[name] = spec
+    return request
+
+
 def create_topics(bootstrap: list[str] | str, topics: dict[str, int], *, compact: set[str] = frozenset(),
-                  timeout: float = 10.0, client_options: dict | None = None) -> None:
+                  timeout: float = 10.0, client_options: dict | None = None,
+                  replication_factor: int = -1, configs: dict[str, str] | None = None) -> list[str]:
     """Create `topics` (name -> partitions) unless they exist; names in `compact` get cleanup.policy=compact.
 
     Idempotent: an existing topic is left as it is (its partition count is not checked or changed).
-    Replication factor is the broker's default (-1), which is 1 on the embedded broker.
+    `replication_factor` -1 is the broker's default.replication.factor (1 on the embedded broker);
+    `configs` are topic configs for every topic created (e.g. min.insync.replicas).
+    Returns the names created (not those that existed).
     """
     if not topics:
-        return
+        return []
     from kafka import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError, for_code
 
     servers = _bootstrap_list(bootstrap)
     ms = max(100, int(timeout * 1000))
-    request = {}
-    for name, partitions in topics.items():
-        spec = {"num_partitions": int(partitions), "replication_factor": -1}
-        if name in compact:
-            spec["configs"] = {"cleanup.policy": "compact"}
-        request[name] = spec
+    request = creation_request(topics, compact, replication_factor, configs)
     with _quiet_kafka_logs(logging.ERROR):
         try:
             admin = KafkaAdminClient(bootstrap_servers=servers, client_id="corridor-create-topics",
@@ -323,13 +336,16 @@ def create_topics(bootstrap: list[str] | str, topics: dict[str, int], *, compact
         finally:
             with contextlib.suppress(Exception):
                 admin.close()
-    failed = []
+    failed, created = [], []
     for item in result.get("topics", []):
         code = item.get("error_code", 0)
-        if code and for_code(code) is not TopicAlreadyExistsError:
+        if not code:
+            created.append(item.get("name"))
+        elif for_code(code) is not TopicAlreadyExistsError:
             failed.append(f"{item.get('name')}: {for_code(code).__name__} {item.get('error_message') or ''}".strip())
     if failed:
         raise BrokerError("creating topics failed: " + "; ".join(failed))
+    return created
 
 
 def run_foreground(settings_like_port: int, host: str = "127.0.0.1", *, quiet: bool = True) -> int:

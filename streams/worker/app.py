@@ -55,6 +55,8 @@ def faust_settings(settings: Settings) -> dict:
         store=settings.store,
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
+        # Topics Faust creates itself; corridor creates the changelogs first (streams/broker/provision.py).
+        topic_replication_factor=max(settings.replication_factor, 1),
         table_standby_replicas=settings.standby_replicas,
         web_host=settings.web_host,
         web_port=settings.web_port,
