@@ -45,6 +45,7 @@ test-ops: $(STAMP) ops-tools  ## alert rules (promtool), dashboards, deploy file
 dashboards: $(STAMP)  ## regenerate the Grafana dashboards and the k8s PrometheusRule from their sources
 	$(PY) deploy/grafana/dashboards.py
 	$(PY) deploy/k8s/prometheusrule.py
+	$(PY) deploy/k8s/configmaps.py
 
 bench: $(STAMP)  ## the benchmark table (throughput, latency, RSS, floor, scaling); not part of make test
 	$(PY) -m pip install --quiet -e '.[test,ops,report,bench]'

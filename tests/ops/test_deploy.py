@@ -329,8 +329,6 @@ def test_compose_services_workers_and_env():
         assert env["CORRIDOR_PROFILE"] == "kafka" and env["CORRIDOR_BROKER"] == "kafka://kafka:9092"
         assert "/health" in " ".join(svc["healthcheck"]["test"])
         assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
-        assert env["CORRIDOR_PARTITIONS"] == services["topics"]["environment"]["PARTITIONS"]
-        assert env["CORRIDOR_APP_ID"] == services["topics"]["environment"]["APP_ID"]
     mounts = {n: {v["target"]: Path(v["source"]) for v in s.get("volumes", []) if v["type"] == "bind"}
               for n, s in services.items()}
     assert mounts["prometheus"]["/etc/prometheus"] == DEPLOY / "prometheus"
@@ -359,33 +357,29 @@ def test_prometheus_config_scrapes_both_workers_and_passes_promtool():
     assert {f"{n}:6066" for n in services if n.startswith("worker-")} == targets
 
 
-def test_the_topics_service_creates_every_topic_with_one_partition_count(tmp_path):
-    """Runs the service's script with a stand-in kafka-topics.sh that records its arguments."""
-    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["topics"]
-    assert raw["entrypoint"][0] == "/bin/bash"
-    script = raw["command"][0].replace("$$", "$")          # compose's escape for a literal $
-    log = tmp_path / "calls"
-    stub = tmp_path / "kafka-topics.sh"
-    stub.write_text(f'#!/bin/bash\necho "$*" >> {log}\n')
-    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
-    script = script.replace("/opt/kafka/bin/kafka-topics.sh", str(stub))
-    result = run(["bash", *raw["entrypoint"][1:], script],
-                 env={"PATH": os.environ["PATH"], "APP_ID": "corridor-x", "PARTITIONS": "7"})
-    assert result.returncode == 0, result.stderr
-    created, partitions = {}, {}
-    for line in log.read_text().splitlines():
-        args = line.split()
-        if "--create" in args:
-            get = lambda flag: args[args.index(flag) + 1] if flag in args else None  # noqa: E731
-            assert "--if-not-exists" in args
-            created[get("--topic")] = get("--config")
-            partitions[get("--topic")] = int(get("--partitions"))
-    settings = Settings(app_id="corridor-x", partitions=7)
-    tables = {f"corridor-x-{t}-changelog" for t in ("timelines", "orders", "totals")}
-    clock = "corridor-x-clock-changelog"      # a GlobalTable of one partition (streams/worker/app.py)
-    expected = {**all_topics(settings), **{t: 7 for t in tables}, clock: 1}
-    assert partitions == expected
-    assert {t for t, c in created.items() if c == "cleanup.policy=compact"} == tables | {clock}
+def test_the_topics_service_is_corridor_topics_with_the_workers_settings():
+    """The topic list lives in one place (streams/broker/provision.py, run end to end in
+    tests/e2e/test_topics.py): compose runs `corridor topics` from the worker image, with the
+    workers' settings, and the workers never create their input topics."""
+    services = compose_config()["services"]
+    topics = services["topics"]
+    assert topics["command"] == ["topics"] and topics["image"] == services["worker-1"]["image"]
+    assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for name in ("worker-1", "worker-2", "worker-3"):
+        env = services[name]["environment"]
+        shared = {k: v for k, v in env.items() if k not in ("CORRIDOR_WEB_HOST", "CORRIDOR_WEB_PORT")}
+        assert shared == topics["environment"], name
+        assert env["CORRIDOR_CREATE_INPUT_TOPICS"] == "false"
+
+
+def test_the_compose_header_names_what_must_be_set():
+    header = "".join(ln for ln in COMPOSE_FILE.read_text().splitlines(keepends=True)
+                     if ln.startswith("#"))
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()))
+    assert required == {"GRAFANA_ADMIN_PASSWORD"}
+    for var in required | set(re.findall(r"\$\{(\w+):-", COMPOSE_FILE.read_text())):
+        assert f"#   {var}" in header, f"the header does not say what {var} is"
+    assert "alertmanager.yml" in header
 
 
 def test_the_worker_declares_the_tables_the_topics_service_creates():
@@ -433,7 +427,9 @@ def test_the_kustomize_build_validates_strictly(kustomized, objects):
                             ("Service", "corridor-worker-headless"), ("Service", "corridor-metrics"),
                             ("PodDisruptionBudget", "corridor-worker"),
                             ("NetworkPolicy", "corridor-worker-web"),
-                            ("PodMonitor", "corridor-workers"), ("PrometheusRule", "corridor")}
+                            ("PodMonitor", "corridor-workers"), ("PrometheusRule", "corridor"),
+                            ("ConfigMap", "corridor-sla-policy"), ("Job", "corridor-topics"),
+                            ("ConfigMap", "corridor-grafana-dashboards")}
     assert all("namespace" not in o["metadata"] for o in objects.values()), "namespace-agnostic"
 
 
@@ -662,3 +658,53 @@ def test_the_web_port_is_open_to_prometheus_and_the_workers_only_and_drains_pass
     assert peers[1]["namespaceSelector"] and peers[1]["podSelector"]   # both: Prometheus' pods
     pdb = objects[("PodDisruptionBudget", "corridor-worker")]["spec"]
     assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow" and pdb["maxUnavailable"] == 1
+
+
+def test_topics_are_provisioned_by_a_job_and_the_workers_wait_for_them(objects):
+    """Issue 15: no topic provisioning on Kubernetes, internal topics with replication factor 1,
+    a mistyped CORRIDOR_TOPIC_* silently created an empty topic."""
+    cm = objects[("ConfigMap", "corridor-config")]["data"]
+    settings = Settings.from_env({**cm, "CORRIDOR_SASL_PASSWORD": "x"})
+    assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
+    assert settings.create_input_topics is False
+    job = objects[("Job", "corridor-topics")]["spec"]
+    (c,) = job["template"]["spec"]["containers"]
+    sts = objects[("StatefulSet", "corridor-worker")]["spec"]["template"]["spec"]
+    (worker,) = sts["containers"]
+    (init,) = sts["initContainers"]
+    assert c["args"] == ["topics"] and init["args"] == ["topics", "--check"]
+    for container in (c, init):
+        assert container["image"] == worker["image"]
+        assert container["envFrom"] == worker["envFrom"]
+        assert {e["name"]: e["value"] for e in container["env"]} == {
+            "CORRIDOR_SASL_PASSWORD_FILE": "/var/run/secrets/corridor/sasl-password"}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["template"]["spec"]["restartPolicy"] == "OnFailure" and job["ttlSecondsAfterFinished"]
+
+
+def test_the_sla_policy_is_a_mounted_configmap_equal_to_the_shipped_one(objects):
+    from streams.domain.policy import SlaPolicy
+    result = run([sys.executable, K8S / "configmaps.py", "--check"])
+    assert result.returncode == 0, result.stderr
+    cm = objects[("ConfigMap", "corridor-config")]["data"]
+    policy_path = Path(cm["CORRIDOR_SLA_POLICY"])
+    sts = objects[("StatefulSet", "corridor-worker")]["spec"]["template"]["spec"]
+    (worker,) = sts["containers"]
+    mounts = {m["mountPath"]: m for m in worker["volumeMounts"]}
+    volume = {v["name"]: v for v in sts["volumes"]}[mounts[str(policy_path.parent)]["name"]]
+    assert volume["configMap"]["name"] == "corridor-sla-policy"
+    text = objects[("ConfigMap", "corridor-sla-policy")]["data"][policy_path.name]
+    assert text == (REPO / "streams" / "sla_policy.toml").read_text()
+    import tomllib
+    assert SlaPolicy.from_dict(tomllib.loads(text)) == SlaPolicy.load()
+
+
+def test_workers_spread_over_zones_and_dashboards_reach_the_grafana_sidecar(objects):
+    sts = objects[("StatefulSet", "corridor-worker")]["spec"]["template"]
+    [spread] = sts["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["maxSkew"] == 1
+    assert spread["labelSelector"]["matchLabels"].items() <= sts["metadata"]["labels"].items()
+    boards = objects[("ConfigMap", "corridor-grafana-dashboards")]
+    assert boards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    files = {p.name: p.read_text() for p in (DEPLOY / "grafana" / "dashboards").glob("*.json")}
+    assert boards["data"] == files and len(files) >= 3
