@@ -7,6 +7,7 @@ repeats them, and after a rebalance no worker exports partitions it gave away. `
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, PlatformCollector,
@@ -20,7 +21,8 @@ from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
 
 def register_process_metrics(registry: CollectorRegistry) -> None:
     """The worker process itself: memory, CPU, open files and start time (`process_*`, read from
-    /proc at scrape time), the Python version (`python_info`), and `corridor_build_info` = 1 with
+    /proc at scrape time), the container's memory limit (`corridor_memory_limit_bytes`, from the
+    cgroup at scrape time), the Python version (`python_info`), and `corridor_build_info` = 1 with
     the versions of corridor and of the libraries it patches: memory against the pod's limit,
     restarts, and which build a fleet runs."""
     from importlib.metadata import PackageNotFoundError, version
@@ -34,10 +36,87 @@ def register_process_metrics(registry: CollectorRegistry) -> None:
 
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
+    registry.register(MemoryLimitCollector())
     info = Gauge("corridor_build_info", "Always 1: the versions this worker runs.",
                  ["version", "faust_streaming", "aiokafka", "python"], registry=registry)
     info.labels(installed("corridor"), installed("faust-streaming"), installed("aiokafka"),
                 platform.python_version()).set(1)
+
+
+#: Where the container's memory limit is, cgroup v2 first (the kubelet's and Docker's default
+#: today), then cgroup v1's memory controller.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: cgroup v1 writes "no limit" as the largest page-aligned 63-bit number (9223372036854771712 with
+#: 4 KiB pages, another value with 64 KiB pages); no real limit comes near 2**62 bytes.
+UNLIMITED_V1 = 2 ** 62
+
+
+def memory_limit_bytes(root: Path = CGROUP_ROOT) -> int | None:
+    """The memory limit of the cgroup this process runs in, in bytes; None when there is no limit
+    ("max" in cgroup v2, the v1 "no limit" number) or neither file can be read or parsed.
+
+    cgroup v2: `<root>/memory.max`; cgroup v1: `<root>/memory/memory.limit_in_bytes`. Inside a
+    container both paths are the container's own cgroup (the cgroup namespace)."""
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            return None
+        return value if 0 < value < UNLIMITED_V1 else None
+    return None
+
+
+class MemoryLimitCollector(Collector):
+    """`corridor_memory_limit_bytes`: the container's memory limit, read at scrape time (a resized
+    pod shows its new limit), for `process_resident_memory_bytes / corridor_memory_limit_bytes`
+    (alert CorridorMemoryNearLimit). No sample when there is no limit to compare with."""
+
+    def __init__(self, read: Callable[[], int | None] | None = None):
+        self._read = read or (lambda: memory_limit_bytes(CGROUP_ROOT))
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterable:
+        fam = GaugeMetricFamily("corridor_memory_limit_bytes", "Memory limit of the worker's "
+                                "container (cgroup memory.max or memory.limit_in_bytes), read at "
+                                "scrape time; no sample when unlimited.")
+        limit = self._read()
+        if limit is not None:
+            fam.add_metric([], float(limit))
+        yield fam
+
+
+def worker_ready(assigned: bool, recovered: bool, rebalancing: bool) -> bool:
+    """The one readiness rule, for /health (200 or 503) and `corridor_worker_ready`: in the group
+    with an assignment (possibly no partitions: a worker beyond the partition count, or kept as a
+    standby by the sticky assignor), tables recovered, not rebalancing."""
+    return bool(assigned) and bool(recovered) and not rebalancing
+
+
+class ReadinessCollector(Collector):
+    """`corridor_worker_ready`: 1 when /health would answer 200, else 0, computed at scrape time
+    by the same rule (`ready()` is streams.worker.views.readiness). A worker NotReady for long
+    (CorridorWorkerNotReady) processes none of its partitions."""
+
+    def __init__(self, ready: Callable[[], bool]):
+        self._ready = ready
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterable:
+        fam = GaugeMetricFamily("corridor_worker_ready", "1 when the worker is ready (/health "
+                                "answers 200: assigned, tables recovered, not rebalancing), "
+                                "else 0.")
+        fam.add_metric([], 1.0 if self._ready() else 0.0)
+        yield fam
 
 
 class EventCounters:

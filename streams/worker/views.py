@@ -6,6 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streams.domain import aggregate, figures, timeline
 from streams.domain.aggregate import TRANSIT_BUCKETS
 from streams.domain.stages import iso
+from streams.worker.metrics import ReadinessCollector, worker_ready
 
 MAX_ID_LENGTH = 200
 
@@ -15,16 +16,16 @@ def register(app, pipe) -> None:
     async def metrics(web, request):
         return web.bytes(pipe.metrics_text(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    # corridor_worker_ready is what /health answers, computed at scrape time by the same function.
+    pipe.registry.register(ReadinessCollector(lambda: readiness(app, pipe)["ready"]))
+
     @app.page("/health")
     async def health(web, request):
-        # Ready = in the group with an assignment (possibly none: a worker beyond the partition
-        # count, or kept as a standby by the sticky assignor), tables recovered, not rebalancing.
+        state = readiness(app, pipe)
         owned = sorted(pipe.owned_partitions()) if pipe.assigned else []
-        recovered = app.tables.recovery.completed.is_set()
-        ready = pipe.assigned and recovered and not app.rebalancing
-        body = {"status": "ready" if ready else "starting", "partitions": owned,
-                "recovering": not recovered, "rebalancing": bool(app.rebalancing)}
-        return web.json(body, status=200 if ready else 503)
+        body = {"status": "ready" if state["ready"] else "starting", "partitions": owned,
+                "recovering": state["recovering"], "rebalancing": state["rebalancing"]}
+        return web.json(body, status=200 if state["ready"] else 503)
 
     @app.page("/shipments/{shipment_id}")
     @app.table_route(table=pipe.timelines, match_info="shipment_id")
@@ -41,6 +42,15 @@ def register(app, pipe) -> None:
     async def corridors(web, request):
         totals, gauges, now = pipe.snapshot()
         return web.json(corridor_summary(totals, gauges, now, sorted(pipe.owned_partitions())))
+
+
+def readiness(app, pipe) -> dict:
+    """Whether the worker is ready (streams.worker.metrics.worker_ready), and why not: what /health
+    answers (200 or 503) and `corridor_worker_ready` exports."""
+    recovered = app.tables.recovery.completed.is_set()
+    rebalancing = bool(app.rebalancing)
+    return {"ready": worker_ready(pipe.assigned, recovered, rebalancing),
+            "recovering": not recovered, "rebalancing": rebalancing}
 
 
 def corridor_summary(totals: dict, gauges: aggregate.OpenGauges, now, partitions) -> dict:
