@@ -2,9 +2,10 @@
 once the cause is fixed (issue 15). docs/dead-letters.md is the operator's guide.
 
 A dead letter is an input record the worker (or the feed bridge) rejected, written unchanged to
-``<topic>.dlq`` with ``corridor.*`` headers (streams/contract/deadletter.py). `show` counts them
-per source topic and reason; `replay` selects some (by source topic, reason, dead-letter
-partition and offsets, rejected_at) and sends each one's original key and value back to its
+``<topic>.dlq`` with ``corridor.*`` headers (streams/contract/deadletter.py): the input topics'
+(``--topic``) or a bridge's raw feed topic's (``--feed-topic``). `show` counts them per source
+topic and reason; `replay` selects some (by source topic, reason, dead-letter partition and
+offsets, rejected_at) and sends each one's original key and value back to its
 ``corridor.source.topic``, with its own headers minus ``corridor.*`` plus
 ``corridor.replayed_from: <dlq topic>/<partition>/<offset>``. The worker drops a record it has
 already applied by its ``event_id``, which is what makes a replay safe to repeat.
@@ -74,6 +75,14 @@ class DeadLetter:
         return self.header("corridor.source.topic")
 
     @property
+    def origin(self) -> str:
+        """The source topic: corridor.source.topic, else the dead-letter topic's name without
+        ``.dlq`` (a record some other producer wrote there)."""
+        from streams.topics import DLQ_SUFFIX
+        base = self.topic[:-len(DLQ_SUFFIX)] if self.topic.endswith(DLQ_SUFFIX) else self.topic
+        return self.source_topic or base
+
+    @property
     def source_partition(self) -> int | None:
         text = self.header("corridor.source.partition")
         return int(text) if text is not None and text.isdigit() else None
@@ -122,20 +131,27 @@ def known_reasons() -> set[str]:
     return set(CONTRACT) | {"expired"} | set(FEEDS)
 
 
-def source_topics(names: Sequence[str] | None, inputs: Iterable[str]) -> list[str]:
-    """The source topics named (an input topic or its ``.dlq``), in order without repeats; all
-    the input topics when none is named."""
+def source_topics(names: Sequence[str] | None, inputs: Iterable[str],
+                  feeds: Sequence[str] | None = None) -> list[str]:
+    """The source topics named, in order without repeats: input topics (`names`, ``--topic``) and
+    raw feed topics of `corridor bridge` (`feeds`, ``--feed-topic``), each also as its ``.dlq``.
+    All the input topics when none is named."""
     from streams.topics import DLQ_SUFFIX
     inputs = list(inputs)
-    if not names:
+    if not names and not feeds:
         return inputs
     out: list[str] = []
-    for name in names:
-        topic = name[:-len(DLQ_SUFFIX)] if name.endswith(DLQ_SUFFIX) else name
-        if topic not in inputs:
-            raise DlqError(f"--topic {name}: not an input topic ({', '.join(inputs)})")
-        if topic not in out:
-            out.append(topic)
+    for flag, given in (("--topic", names or ()), ("--feed-topic", feeds or ())):
+        for name in given:
+            topic = name[:-len(DLQ_SUFFIX)] if name.endswith(DLQ_SUFFIX) else name
+            if flag == "--topic" and topic not in inputs:
+                raise DlqError(f"--topic {name}: not an input topic ({', '.join(inputs)}); "
+                               "a bridge's feed topic is --feed-topic")
+            if flag == "--feed-topic" and (topic in inputs or not topic.strip()):
+                raise DlqError(f"--feed-topic {name}: "
+                               + ("an input topic: use --topic" if topic in inputs else "empty name"))
+            if topic not in out:
+                out.append(topic)
     return out
 
 
@@ -190,7 +206,7 @@ class Selection:
                            f"{self.until.isoformat()}")
 
     def matches(self, dead: DeadLetter) -> bool:
-        if dead.source_topic not in self.topics:
+        if dead.origin not in self.topics:
             return False
         if self.reasons and dead.reason not in self.reasons:
             return False
@@ -208,7 +224,11 @@ class Selection:
 
 def selection_from(args: argparse.Namespace, inputs: Iterable[str]) -> Selection:
     """The filters of `args`, checked: a DlqError (one line, exit 2) before any broker is asked."""
-    return Selection(topics=tuple(source_topics(args.topics, inputs)),
+    feeds = getattr(args, "feed_topics", None)
+    if args.dlq_action == "replay" and not args.topics and not feeds:
+        raise DlqError("replay needs --topic T (an input topic) or --feed-topic F: "
+                       "whose dead letters to re-publish")
+    return Selection(topics=tuple(source_topics(args.topics, inputs, feeds)),
                      reasons=reasons(args.reasons),
                      partition=getattr(args, "partition", None),
                      offsets=offsets(getattr(args, "offsets", None)),
@@ -234,7 +254,7 @@ def summarize(dead_letters: Iterable[DeadLetter], selection: Selection) -> list[
     for dead in dead_letters:
         if not selection.matches(dead):
             continue
-        key = (dead.source_topic or "-", dead.reason or "-")
+        key = (dead.origin, dead.reason or "-")
         row = rows.setdefault(key, Row(*key))
         row.count += 1
         at = dead.rejected_at
@@ -291,7 +311,7 @@ class Send:
 @dataclass
 class Plan:
     sends: list[Send] = field(default_factory=list)
-    skipped: int = 0            # read but not selected
+    skipped: int = 0            # read but not selected, or not a corridor dead letter
     read: int = 0
 
     def by_topic(self) -> Counter:
@@ -304,12 +324,13 @@ class Plan:
 def plan(dead_letters: Iterable[DeadLetter], selection: Selection,
          partitions: Callable[[str], int | None]) -> Plan:
     """What a replay sends: the selected dead letters, each to its source topic and partition
-    (`partitions(topic)` is the topic's partition count, None when it does not exist)."""
+    (`partitions(topic)` is the topic's partition count, None when it does not exist). A record
+    without corridor.source.topic was not written by corridor: it is skipped, never sent."""
     out = Plan()
     missing: Counter = Counter()
     for dead in dead_letters:
         out.read += 1
-        if not selection.matches(dead):
+        if dead.source_topic is None or not selection.matches(dead):
             out.skipped += 1
             continue
         count = partitions(dead.source_topic)
@@ -483,11 +504,11 @@ def add_arguments(parser: argparse.ArgumentParser, common: Callable[[argparse.Ar
                                     parser_class=type(parser))
     p = actions.add_parser("show", help="count dead letters per source topic and reason")
     common(p)
-    _filters(p, required=False)
+    _filters(p, replay=False)
 
     p = actions.add_parser("replay", help="re-publish dead letters to their source topics")
     common(p)
-    _filters(p, required=True)
+    _filters(p, replay=True)
     p.add_argument("--partition", type=int, help="only this partition of the dead-letter topic")
     p.add_argument("--offsets", metavar="A-B",
                    help="only these offsets of the dead-letter topic (both included; A alone: one)")
@@ -497,10 +518,13 @@ def add_arguments(parser: argparse.ArgumentParser, common: Callable[[argparse.Ar
                    help="print what would be sent, send nothing")
 
 
-def _filters(p: argparse.ArgumentParser, *, required: bool) -> None:
-    p.add_argument("--topic", dest="topics", action="append", metavar="T", required=required,
-                   help="source (input) topic whose T.dlq is read; repeatable"
-                        + ("" if required else " (default: every input topic)"))
+def _filters(p: argparse.ArgumentParser, *, replay: bool) -> None:
+    p.add_argument("--topic", dest="topics", action="append", metavar="T",
+                   help="input topic whose T.dlq is read; repeatable"
+                        + (" (--topic or --feed-topic is required)" if replay else
+                           " (default: every input topic)"))
+    p.add_argument("--feed-topic", dest="feed_topics", action="append", metavar="F",
+                   help="raw feed topic of `corridor bridge --from F` whose F.dlq is read; repeatable")
     p.add_argument("--reason", dest="reasons", action="append", metavar="R",
                    help="only this reason; repeatable (default: every reason)")
 

@@ -111,8 +111,16 @@ def test_topics_are_input_topics_or_their_dead_letter_topics():
     assert dlq.source_topics(None, INPUTS) == list(INPUTS)
     assert dlq.source_topics(["shipments.dlq", "orders", "shipments"], INPUTS) == ["shipments", "orders"]
     with pytest.raises(DlqError, match=r"^--topic parcels: not an input topic "
-                                       r"\(orders, shipments, customs-events\)$"):
+                                       r"\(orders, shipments, customs-events\); a bridge's feed "
+                                       r"topic is --feed-topic$"):
         dlq.source_topics(["parcels"], INPUTS)
+
+
+def test_a_bridges_feed_topic_is_named_with_feed_topic():
+    assert dlq.source_topics(None, INPUTS, ["dcsa-raw.dlq", "epcis-raw"]) == ["dcsa-raw", "epcis-raw"]
+    assert dlq.source_topics(["orders"], INPUTS, ["dcsa-raw"]) == ["orders", "dcsa-raw"]
+    with pytest.raises(DlqError, match=r"^--feed-topic shipments: an input topic: use --topic$"):
+        dlq.source_topics(None, INPUTS, ["shipments"])
 
 
 def test_reasons_are_the_known_ones():
@@ -171,6 +179,16 @@ def test_a_plan_sends_the_selected_records_to_their_source_topic_and_skips_the_r
         ("shipments", 3, b"S1", b'{"x":1}', (("trace-id", b"abc"),
                                              ("corridor.replayed_from", b"shipments.dlq/0/0"))),
         ("shipments", 1, b"S3", None, (("corridor.replayed_from", b"shipments.dlq/0/2"),))]
+
+
+def test_a_record_without_corridor_headers_is_shown_but_never_replayed():
+    stray = DeadLetter("shipments.dlq", 2, 9, b"S9", b"{}", (("trace-id", b"abc"),))
+    records = [dead(0, key=b"S1"), stray]
+    rows = dlq.summarize(records, Selection(("shipments",)))
+    assert [(r.topic, r.reason, r.count, r.first) for r in rows] == [
+        ("shipments", "-", 1, None), ("shipments", "too_large", 1, at(28, 9))]
+    p = dlq.plan(records, Selection(("shipments",)), {"shipments": 4}.get)
+    assert ([s.dead.where for s in p.sends], p.skipped) == (["shipments.dlq/0/0"], 1)
 
 
 def test_a_plan_refuses_a_source_topic_the_broker_does_not_have():
@@ -289,6 +307,23 @@ def test_sends_the_broker_failed_are_exit_status_1():
                                "1 failed (shipments 1): NotLeaderForPartitionError")
 
 
+def test_a_bridge_dead_letter_goes_back_to_its_feed_topic():
+    """The bridge's dead letters (streams/feeds/bridge.py) carry corridor.where and
+    corridor.format too; a replay drops them with the rest of corridor's headers."""
+    doc = deadletter.headers([("ce-id", b"1")], "not_actual", "DCSA EST event", "dcsa-raw", 1, 17,
+                             extra=[("corridor.where", b"EV-9"), ("corridor.format", b"dcsa")],
+                             now=at(28, 9))
+    fake = FakeBroker([DeadLetter("dcsa-raw.dlq", 1, 3, b"BKG-1", b'{"events":[]}', tuple(doc))],
+                      partitions={"dcsa-raw": 2, **FakeBroker([]).partitions})
+    code, text = run(["dlq", "replay", "--feed-topic", "dcsa-raw", "--reason", "not_actual"], fake)
+    assert (code, text) == (0, "corridor dlq replay: 1 replayed (dcsa-raw 1), 0 skipped")
+    assert fake.read_topics == [["dcsa-raw.dlq"]]
+    assert [(s.topic, s.key, s.value, s.headers) for s in fake.sent] == [
+        ("dcsa-raw", b"BKG-1", b'{"events":[]}',
+         (("ce-id", b"1"), ("corridor.replayed_from", b"dcsa-raw.dlq/1/3")))]
+    assert fake.sent[0].partition == dlq.target_partition(fake.sent[0].dead, 2)
+
+
 def test_show_reads_every_input_dead_letter_topic_by_default():
     fake = FakeBroker(records_of_two_reasons())
     code, text = run(["dlq", "show"], fake)
@@ -312,7 +347,11 @@ def no_broker(monkeypatch):
     (["dlq", "replay", "--topic", "orders", "--offsets", "5-2"],
      "corridor dlq: --offsets 5-2: the first offset 5 is after the last 2"),
     (["dlq", "replay", "--topic", "parcels"],
-     "corridor dlq: --topic parcels: not an input topic (orders, shipments, customs-events)"),
+     "corridor dlq: --topic parcels: not an input topic (orders, shipments, customs-events); "
+     "a bridge's feed topic is --feed-topic"),
+    (["dlq", "replay", "--reason", "too_large"],
+     "corridor dlq: replay needs --topic T (an input topic) or --feed-topic F: whose dead letters "
+     "to re-publish"),
     (["dlq", "replay", "--topic", "orders", "--since", "last tuesday"],
      "corridor dlq: --since last tuesday: not an ISO-8601 time (e.g. 2026-11-28T09:30:00Z)"),
     (["dlq", "replay", "--topic", "orders", "--since", "2026-11-29", "--until", "2026-11-28"],
@@ -335,9 +374,6 @@ def test_a_bad_filter_is_one_line_and_status_2_before_the_broker(argv, message, 
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["dlq", "replay", "--reason", "too_large"],
-     "corridor dlq replay: the following arguments are required: --topic "
-     "(see corridor dlq replay --help)"),
     (["dlq", "replay", "--topic", "orders", "--partition", "x"],
      "corridor dlq replay: argument --partition: invalid int value: 'x' "
      "(see corridor dlq replay --help)"),
