@@ -89,6 +89,32 @@ def test_rule_unit_tests_catch_the_all_late_corridor(promtool, tmp_path):
     assert "CorridorOnTimeRateLow" in output(proc)
 
 
+def test_corridor_alerts_keep_firing_through_a_deploy():
+    """Every corridor alert, and only those, keeps firing 10 minutes after its condition was last
+    met (their series vanish while workers restart or rebalance); `for:` and `keep_firing_for:`
+    each on a line of their own (tests rewrite them with a line regex)."""
+    rules = {r["alert"]: r for g in load_yaml(RULES)["groups"] for r in g["rules"] if "alert" in r}
+    assert {n for n, r in rules.items() if "keep_firing_for" in r} == CORRIDOR_ALERTS
+    assert {r["keep_firing_for"] for n, r in rules.items() if n in CORRIDOR_ALERTS} == {"10m"}
+    text = RULES.read_text()
+    assert len(re.findall(r"(?m)^\s+keep_firing_for:\s*\S+\s*$", text)) == len(CORRIDOR_ALERTS)
+    assert len(re.findall(r"(?m)^\s+for:\s*\S+\s*$", text)) == len(rules)
+
+
+def test_rule_unit_tests_catch_an_alert_that_resolves_during_a_deploy(promtool, tmp_path):
+    """Without keep_firing_for, the overdue and bottleneck alerts resolve while their series are
+    absent (a worker restarting) and fire again after `for:`: rules_test.yml must notice."""
+    text = RULES.read_text()
+    broken = re.sub(r"(?m)^\s+keep_firing_for:.*\n", "", text)
+    assert broken != text
+    (tmp_path / "rules.yml").write_text(broken)
+    shutil.copy(RULES_TEST, tmp_path / "rules_test.yml")
+    proc = run(promtool, "test", "rules", "rules_test.yml", cwd=tmp_path)
+    assert proc.returncode == 1, output(proc)
+    assert "alertname: CorridorOverdueBacklog, time: 33m" in output(proc)
+    assert "alertname: CorridorStageBottleneck, time: 43m" in output(proc)
+
+
 def test_prometheus_config_is_valid(promtool):
     proc = run(promtool, "check", "config", str(PROM / "prometheus.yml"))
     assert proc.returncode == 0, output(proc)
