@@ -6,7 +6,8 @@ passes `promtool check metrics`.
 - `promtool check config` on deploy/prometheus/prometheus.yml, `amtool check-config` on
   deploy/alertmanager/alertmanager.yml;
 - every alert carries severity, summary, description and a runbook_url whose anchor is a section
-  of deploy/RUNBOOK.md;
+  of deploy/RUNBOOK.md (the links themselves: tests/ops/test_links.py); corridor alerts keep
+  firing through a deploy; Alertmanager routes each alert to its receiver;
 - a real broker and a real `corridor worker`: its /metrics lints clean and exports every metric the
   rules read.
 """
@@ -188,8 +189,7 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section():
         assert rule["labels"]["severity"] in ("warning", "critical"), name
         ann = rule["annotations"]
         assert ann["summary"].strip() and ann["description"].strip(), name
-        url, _, anchor = ann["runbook_url"].partition("#")
-        assert url.endswith("/deploy/RUNBOOK.md"), name
+        _, _, anchor = ann["runbook_url"].partition("#")     # the base: tests/ops/test_links.py
         assert anchor == github_anchor(name) and anchor in anchors, (name, anchor)
         assert re.fullmatch(r"\d+[smh]", rule["for"]), name
     # corridor alerts name their corridor (and stage) in the summary
