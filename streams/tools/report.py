@@ -417,10 +417,34 @@ def _require_report_extra() -> None:
                           "(pip install 'corridor[report]')")
 
 
-def main(args: argparse.Namespace) -> int:
-    """`corridor report`. Raises ReportError (a CliError: one line, exit status 2) on bad input."""
+def accepted_events(args: argparse.Namespace, settings, error=None):
+    """(the log's events that pass the worker's contract check, as (kind, decoded event), lazily;
+    a Counter of rejected events by reason, filled as they are read). The log is args.files read
+    as args.input_format with args.mapping; a bad file raises `error` (one line)."""
     from streams.feeds.sources import Checker, SourceError, load
     from streams.contract.codec import Rejected
+    error = error or ReportError
+    try:
+        loaded = load(args.files, args.input_format, args.mapping, topics=_topic_kinds(settings))
+    except SourceError as exc:
+        raise error(str(exc)) from None
+    rejected = Counter(r["reason"] for r in loaded.rejects)
+    check = Checker(settings.max_message_bytes, settings.region_code_set | loaded.region_codes)
+
+    def accepted():
+        for kind, event in loaded.events:
+            try:
+                _key, _value, decoded = check(kind, event)
+            except Rejected as err:
+                rejected[err.reason] += 1
+                continue
+            yield kind, decoded
+
+    return accepted(), rejected
+
+
+def main(args: argparse.Namespace) -> int:
+    """`corridor report`. Raises ReportError (a CliError: one line, exit status 2) on bad input."""
     from streams.settings import Settings
 
     _require_report_extra()
@@ -440,23 +464,8 @@ def main(args: argparse.Namespace) -> int:
             raise ReportError(f"--now {args.now!r} is not an ISO-8601 time with a UTC offset") from None
     if args.top is not None and args.top < 0:
         raise ReportError("--top must be >= 0")
-    try:
-        loaded = load(args.files, args.input_format, args.mapping, topics=_topic_kinds(settings))
-    except SourceError as exc:
-        raise ReportError(str(exc)) from None
-    rejected = Counter(r["reason"] for r in loaded.rejects)
-    check = Checker(settings.max_message_bytes, settings.region_code_set | loaded.region_codes)
-
-    def accepted():
-        for kind, event in loaded.events:
-            try:
-                _key, _value, decoded = check(kind, event)
-            except Rejected as err:
-                rejected[err.reason] += 1
-                continue
-            yield kind, decoded
-
-    report = compute(accepted(), policy, max_events=settings.timeline_max_events, now=now)
+    accepted, rejected = accepted_events(args, settings, ReportError)
+    report = compute(accepted, policy, max_events=settings.timeline_max_events, now=now)
     report.rejected = rejected
     text = render(report, args.format, top=args.top, table=args.table)
     if args.output:
