@@ -1,4 +1,5 @@
-"""The `corridor` command: broker, worker, topics, simulate, replay, report, bridge, shipment, demo.
+"""The `corridor` command: broker, worker, topics, simulate, replay, report, backtest, dlq, bridge,
+shipment, demo.
 
 Every flag has a CORRIDOR_* environment variable (streams/settings.py); flags win. Errors in flags,
 files or settings are one line on stderr and exit status 2.
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.tools import report
     report.add_arguments(p)
 
+    p = sub.add_parser("backtest", help="the lateness predictions replayed over an event log, scored "
+                                        "against the baseline (PR-AUC, Brier, coverage)")
+    from streams.tools import backtest
+    backtest.add_arguments(p)
+
     p = sub.add_parser("dlq", help="dead letters: show them, or replay them to their source topics")
     from streams.tools import dlq
     dlq.add_arguments(p, common=_common)
@@ -145,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from streams.tools import report
             return report.main(args)
+        if args.command == "backtest":
+            from streams.tools import backtest
+            return backtest.main(args)
         if args.command == "dlq":
             from streams.tools import dlq
             return dlq.main(settings_from(args), args)
@@ -261,6 +270,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     refresh(False)
 
                 _wait_http(f"{base}/health", 60, procs["worker"], tick=tick, log=log["worker"])
+                view["ready"] = True
                 sim = ["--rate", f"{args.rate:g}", "--scenario", args.scenario, "--seed", str(args.seed)]
                 if args.shipments is not None:
                     sim += ["--shipments", str(args.shipments)]
@@ -293,7 +303,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 signal.signal(signal.SIGINT, lambda *_: hurry.append(1))
                 signal.signal(signal.SIGTERM, lambda *_: hurry.append(1))
                 worker = procs.get("worker")
-                if worker is not None and worker.poll() is None and view["snap"] is not None:
+                if worker is not None and worker.poll() is None and view.get("ready"):
                     refresh(True, force=True)     # the last frame shows the figures at the stop
                 last = view["snap"], view["up"], view["earlier"]
                 view["status"] = "stopping the simulator, the worker and the broker"
