@@ -1,14 +1,24 @@
 """The worker's metrics: the cached text of the totals families is byte for byte what
-prometheus_client renders; readiness and the memory limit for the meta-monitoring alerts."""
+prometheus_client renders; readiness and the memory limit for the meta-monitoring alerts; the
+number of series one worker exports (the budget of docs/cardinality.md and sample_limit)."""
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+import yaml
 from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry
 
+from streams.contract import codec
 from streams.domain import aggregate
+from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS
+from streams.domain.stages import END_EVENTS, EVENT_EXCEPTIONS, SERVICE_LEVELS, STAGES
+from streams.settings import Settings
 from streams.worker import metrics
-from streams.worker.metrics import (CorridorCollector, MemoryLimitCollector, ReadinessCollector,
-                                    TotalsExposition, memory_limit_bytes, register_process_metrics,
+from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
+                                    MemoryLimitCollector, ReadinessCollector, TotalsExposition,
+                                    WorkerCollector, memory_limit_bytes, register_process_metrics,
                                     worker_ready)
 from streams.worker.views import readiness
 
@@ -148,3 +158,142 @@ def test_process_metrics_include_resident_memory_and_the_limit(monkeypatch, tmp_
     register_process_metrics(registry)
     assert registry.get_sample_value("process_resident_memory_bytes") > 10 * 2**20
     assert registry.get_sample_value("corridor_memory_limit_bytes") == 1073741824
+
+
+# ---- the series budget (docs/cardinality.md) ------------------------------------------------------
+#: What one worker exports, counted from the metric definitions: every series of a full
+#: /metrics body (the registry plus TotalsExposition, as Pipeline.metrics_text serves it) with
+#: every label value the code can produce. sample_limit (deploy/prometheus/prometheus.yml,
+#: deploy/k8s/podmonitor.yaml) is checked against it.
+REPO = Path(__file__).resolve().parents[2]
+EXCEPTION_TYPES = sorted({e for e in END_EVENTS if e != "delivered"} | {"cancelled"}
+                         | set(EVENT_EXCEPTIONS.values()))
+#: Every dead-letter reason the code can give (the `reason` label of corridor_events_rejected_total):
+#: the codec's, and any other `Rejected("...")` in the code (the agents' `expired`).
+REASONS = sorted(set(codec.REASONS) | {r for path in (REPO / "streams").rglob("*.py")
+                                       for r in re.findall(r'Rejected\("([a-z_]+)"', path.read_text())})
+EXPIRY_REASONS = {"timelines": ("ended", "order_facts_only"),
+                  "orders": ("shipped", "never_shipped", "order_never_arrived")}
+SETTINGS = Settings()
+INPUT_TOPICS = list(SETTINGS.input_topics.values())
+#: The topics a worker consumes: the three inputs, their rerouted twins and the two join topics.
+CONSUMED = (INPUT_TOPICS + list(SETTINGS.rerouted_topics.values())
+            + [SETTINGS.topic_order_links, SETTINGS.topic_shipment_orders])
+
+HISTOGRAM_SERIES = {"transit": len(TRANSIT_BUCKETS) + 1 + 2,      # buckets, +Inf, _sum, _count
+                    "dwell": len(DWELL_BUCKETS) + 1 + 2}
+#: per corridor and partition: delivered (service level x on time), exceptions by type, transit
+#: per service level, dwell per stage.
+PER_CORRIDOR_PARTITION = (len(SERVICE_LEVELS) * 2 + len(EXCEPTION_TYPES)
+                          + len(SERVICE_LEVELS) * HISTOGRAM_SERIES["transit"]
+                          + len(STAGES) * HISTOGRAM_SERIES["dwell"])
+#: per corridor (the open-shipment gauges, no partition label): in stage and excess per stage,
+#: overdue per service level, the bottleneck stage.
+PER_CORRIDOR = len(STAGES) * 2 + len(SERVICE_LEVELS) + 1
+#: per partition owned: lag and end offset per consumed topic, awaiting order, pending final.
+PER_PARTITION = len(CONSUMED) * 2 + 2
+
+
+def saturated_totals(corridor: str) -> dict:
+    """A (corridor, partition) totals record with every label value: each service level
+    delivered on time and late, every stage's dwell, every exception type."""
+    tot = aggregate.new_totals()
+    for sl in SERVICE_LEVELS:
+        aggregate.add(tot, ("delivered", corridor, sl, True, 86400.0))
+        aggregate.add(tot, ("delivered", corridor, sl, False, 9 * 86400.0))
+    for stage in STAGES:
+        aggregate.add(tot, ("dwell", corridor, stage, 3600.0))
+    for exc in EXCEPTION_TYPES:
+        aggregate.add(tot, ("exception", corridor, exc))
+    tot["o"] = {"shipments": 1}
+    return tot
+
+
+def worker_exposition(corridors: int, partitions: int) -> str:
+    """The /metrics body of a worker owning `partitions` partitions of `corridors` corridors, every
+    corridor in every partition with every label value (the worst case the code allows)."""
+    names = [f"{chr(65 + i // 26)}{chr(65 + i % 26)}-DE" for i in range(corridors)]
+    totals = {(c, str(p)): saturated_totals(c) for c in names for p in range(partitions)}
+    gauges = aggregate.OpenGauges()
+    for c in names:
+        for stage in STAGES:
+            gauges.in_stage[(c, stage)] = 3
+            gauges.excess[(c, stage)] = 600.0
+        for sl in SERVICE_LEVELS:
+            gauges.overdue[(c, sl)] = 1
+    registry = CollectorRegistry(auto_describe=False)
+    counters = EventCounters(registry)
+    for topic in CONSUMED:
+        for counter in (counters.consumed, counters.applied, counters.duplicate, counters.late):
+            counters.inc(counter, topic)
+        for reason in REASONS:
+            counters.inc(counters.rejected, topic, reason)
+    for topic in INPUT_TOPICS:
+        counters.inc(counters.rerouted, topic)
+    for table, reasons in EXPIRY_REASONS.items():
+        for reason in reasons:
+            counters.inc(counters.expired, table, reason)
+    counters.rebalances.inc()
+    register_process_metrics(registry)
+    registry.register(CorridorCollector(lambda: ({}, gauges, 1.7e9), totals=False))
+    rows = [(t, p, 10, 5) for t in CONSUMED for p in range(partitions)]
+    registry.register(WorkerCollector(lambda: (rows, partitions), 4))
+    counts = {p: 1 for p in range(partitions)}
+    registry.register(AwaitingCollector(lambda: {"awaiting_order": counts, "pending_final": counts}))
+    registry.register(ReadinessCollector(lambda: True))
+    return generate_latest(registry).decode() + TotalsExposition().render(totals)
+
+
+def series(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+@pytest.fixture
+def memory_limit(monkeypatch, tmp_path):
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    monkeypatch.setattr(metrics, "CGROUP_ROOT", tmp_path)
+
+
+def test_series_per_corridor_follow_from_the_metric_definitions():
+    assert len(EXCEPTION_TYPES) == 7 and len(SERVICE_LEVELS) == 3 and len(STAGES) == 5
+    assert HISTOGRAM_SERIES == {"transit": 15, "dwell": 15}
+    assert PER_CORRIDOR_PARTITION == 133 and PER_CORRIDOR == 14
+    assert len(CONSUMED) == 8 and PER_PARTITION == 18
+    for n, p in ((1, 1), (3, 2), (50, 4)):
+        totals = {(f"{chr(65 + i)}A-DE", str(q)): saturated_totals(f"{chr(65 + i)}A-DE")
+                  for i in range(n) for q in range(p)}
+        assert series(TotalsExposition().render(totals)) == n * p * PER_CORRIDOR_PARTITION
+
+
+def test_worker_series_count_exactly(memory_limit):
+    """Every series of a worker's /metrics: corridors x partitions x 133 + corridors x 14 +
+    partitions x 18 + a fixed part (counters with every topic and reason, process, readiness)."""
+    fixed = series(worker_exposition(0, 0))
+    counter_children = (len(CONSUMED) * (4 + len(REASONS)) + len(INPUT_TOPICS)
+                        + sum(map(len, EXPIRY_REASONS.values())) + 1)
+    # each Counter child is `_total` and `_created`; process_* (6), python_info, build_info,
+    # memory limit, corridor_stream_time_seconds, partitions assigned and configured, ready
+    assert fixed == 2 * counter_children + 6 + 1 + 1 + 1 + 1 + 2 + 1
+    for n, p in ((1, 1), (10, 2), (50, 4), (50, 12)):
+        assert series(worker_exposition(n, p)) == (n * p * PER_CORRIDOR_PARTITION
+                                                   + n * PER_CORRIDOR + p * PER_PARTITION + fixed)
+
+
+def test_sample_limit_fits_the_planned_fleet_with_headroom(memory_limit):
+    """docs/cardinality.md: 50 corridors x 3 service levels, the 4 partitions of
+    deploy/k8s/configmap.yaml all on one worker (a fleet of one, or the others gone) is the
+    budget; the scrapes' sample_limit leaves it at least 40 % headroom and is the same in the
+    compose Prometheus and the Kubernetes PodMonitor."""
+    budget = series(worker_exposition(50, 4))
+    assert budget == 50 * 4 * 133 + 50 * 14 + 4 * 18 + series(worker_exposition(0, 0))
+    assert len(REASONS) == 12 and budget == 27659            # the figure of docs/cardinality.md
+    prom = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "corridor-workers"]
+    podmonitor = yaml.safe_load((REPO / "deploy" / "k8s" / "podmonitor.yaml").read_text())
+    limit = job["sample_limit"]
+    assert podmonitor["spec"]["sampleLimit"] == limit
+    configmap = yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text())
+    assert configmap["data"]["CORRIDOR_PARTITIONS"] == "4"
+    assert budget * 1.4 <= limit < budget * 2
+    # the limit is what stops a label explosion: 100 corridors would not fit on one worker
+    assert series(worker_exposition(100, 4)) > limit
