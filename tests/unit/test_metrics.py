@@ -64,7 +64,7 @@ def test_cached_text_equals_prometheus_client_and_follows_each_record_change():
     del records[("DE-US", "1")]
     assert text.render(records) == generic(records)
     assert text.render({}) == generic({})
-    assert text.render({}).count("# HELP ") == 4 and "{" not in text.render({})
+    assert text.render({}).count("# HELP ") == 5 and "{" not in text.render({})
 
 
 # ---- readiness and the memory limit ---------------------------------------------------------------
@@ -252,6 +252,23 @@ def series(text: str) -> int:
 def memory_limit(monkeypatch, tmp_path):
     (tmp_path / "memory.max").write_text("1073741824\n")
     monkeypatch.setattr(metrics, "CGROUP_ROOT", tmp_path)
+
+
+def families_without_samples(text: str) -> list[str]:
+    declared = re.findall(r"^# TYPE (\S+) ", text, re.M)
+    sampled = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+               if line and not line.startswith("#")}
+    return [name for name in declared
+            if not any(s == name or s.startswith(name + "_") for s in sampled)]
+
+
+def test_the_budget_counts_every_family(memory_limit):
+    """A tripwire: the saturated worker below has a sample in every family it declares. A new
+    family (or label) that the budget does not fill fails here: add it to saturated_totals or
+    worker_exposition, then update the counts here and in docs/cardinality.md."""
+    text = TotalsExposition().render({("AA-DE", "0"): saturated_totals("AA-DE")})
+    assert families_without_samples(text) == []
+    assert families_without_samples(worker_exposition(2, 2)) == []
 
 
 def test_series_per_corridor_follow_from_the_metric_definitions():
