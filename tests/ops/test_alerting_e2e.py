@@ -2,8 +2,8 @@
 Prometheus (1 s scrape and evaluation, fresh TSDB) with the rules of deploy/prometheus/rules.yml, and
 Alertmanager with deploy/alertmanager/alertmanager.yml.
 
-The worker is fed a customs backlog in one corridor while the others flow (hours after T0, see
-tests/builders.journey; the stream clock ends at h200):
+The worker is fed a customs backlog in one corridor while the others flow (live.customs_backlog;
+hours after T0, see tests/builders.journey; the stream clock ends at h200):
   AU1..AU5  CN-AU standard, arrived h80, never released   -> 72 h beyond the 48 h customs target each,
                                                              3 days on average (threshold 12 h, 5
                                                              shipments at least)
@@ -16,111 +16,18 @@ CorridorStageBottleneck must reach Alertmanager for CN-AU/customs and for no oth
 from __future__ import annotations
 
 import contextlib
-import json
-import re
-import shutil
-import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from builders import journey  # noqa: E402
-from harness import REPO, Worker, free_port, poll, produce, sample, unique_app_id  # noqa: E402
+from harness import Worker, free_port, poll, produce, sample, unique_app_id  # noqa: E402
+from live import (ALERTMANAGER_CONFIG, Server, alertmanager, customs_backlog, fast_rules,  # noqa: E402
+                  prometheus)
 
 pytestmark = pytest.mark.e2e
-
-RULES = REPO / "deploy" / "prometheus" / "rules.yml"
-ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
-TEST_FOR = "2s"
-
-
-def dataset():
-    stuck = [journey(f"AU{i}", f"OAU{i}", released=None, delivered=None) for i in range(1, 6)]
-    healthy = [journey("AU0", "OAU0")]
-    for i in range(1, 4):
-        healthy.append(journey(f"DU{i}", f"ODU{i}", seller="DE", buyer="US", sl="express",
-                               placed=100, picked=110, departed=120, arrived=160, released=170,
-                               delivered=200))
-        healthy.append(journey(f"UM{i}", f"OUM{i}", seller="US", buyer="MX", sl="express",
-                               placed=150, picked=160, departed=180, arrived=None, released=None,
-                               delivered=None))
-        healthy.append(journey(f"GD{i}", f"OGD{i}", seller="GB", buyer="DE", placed=120,
-                               picked=130, departed=140, arrived=170, released=None, delivered=None))
-    return [ev for history in stuck + healthy for ev in history]
-
-
-def fast_rules(dst: Path) -> Path:
-    """deploy/prometheus/rules.yml with only the `for:` durations (minutes in production) cut to a
-    few seconds, and any group `interval:` to 1 s, so the alert fires within the test. The
-    expressions, labels and annotations are the real ones, read from the real file."""
-    text = RULES.read_text()
-    fast, n_for = re.subn(r"(?m)^(\s+for:\s*)\S+\s*$", rf"\g<1>{TEST_FOR}", text)
-    fast = re.sub(r"(?m)^(\s+interval:\s*)\S+\s*$", r"\g<1>1s", fast)
-    assert n_for == text.count("- alert:"), "every alert has a for: to rewrite"
-    dst.write_text(fast)
-    return dst
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: run `make ops-tools` (bash .ci/ensure-ops-tools.sh)")
-    return path
-
-
-class Server:
-    """A child process with its log file, stopped (then killed) in teardown."""
-
-    def __init__(self, name: str, cmd: list[str], log_path: Path, port: int):
-        self.name, self.cmd, self.log_path, self.port = name, cmd, log_path, port
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Server":
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        return self
-
-    def get_json(self, path: str, **params):
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-        url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return json.loads(resp.read())
-        except (OSError, ValueError):
-            return None
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-        try:
-            with urllib.request.urlopen(self.base + "/-/ready", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -135,43 +42,33 @@ def stack(tmp_path_factory):
         cleanup.callback(worker.stop)
 
         am_port = free_port()
-        alertmanager = Server("alertmanager", [
-            binary("prometheus-alertmanager"), f"--config.file={ALERTMANAGER_CONFIG}",
-            f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
-            "--cluster.listen-address=",          # no gossip listener on 0.0.0.0:9094
-        ], tmp / "alertmanager.log", am_port)
-        cleanup.callback(alertmanager.stop)
-        alertmanager.start()
+        am = alertmanager(tmp, ALERTMANAGER_CONFIG, am_port)
+        cleanup.callback(am.stop)
+        am.start()
 
         prom_port = free_port()
-        config = {   # JSON is YAML
+        prom = prometheus(tmp, {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(fast_rules(tmp / "rules.yml"))],
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
             "scrape_configs": [{"job_name": "corridor-workers", "static_configs": [
                 {"targets": [f"127.0.0.1:{worker.port}"]}]}],
-        }
-        (tmp / "prometheus.yml").write_text(json.dumps(config, indent=2))
-        prometheus = Server("prometheus", [
-            binary("prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
-            f"--web.external-url=http://127.0.0.1:{prom_port}/",
-        ], tmp / "prometheus.log", prom_port)
-        cleanup.callback(prometheus.stop)
-        prometheus.start()
+        }, prom_port)
+        cleanup.callback(prom.stop)
+        prom.start()
 
         worker.start(ready_timeout=90)
-        poll(alertmanager.ready, 30, 0.1, "alertmanager ready")
-        poll(prometheus.ready, 30, 0.1, "prometheus ready")
+        poll(am.ready, 30, 0.1, "alertmanager ready")
+        poll(prom.ready, 30, 0.1, "prometheus ready")
 
-        events = dataset()
+        events = customs_backlog()
         produce(broker.bootstrap, events)
         expected = {"orders": sum(1 for k, _ in events if k == "orders"),
                     "shipments": sum(1 for k, _ in events if k == "shipments"),
                     "customs-events": sum(1 for k, _ in events if k == "customs")}
         poll(lambda: all(sample(worker.metrics(), "corridor_events_consumed_total", topic=t) == n
                          for t, n in expected.items()), 60, 0.2, "worker consumed every event")
-        yield {"worker": worker, "prometheus": prometheus, "alertmanager": alertmanager}
+        yield {"worker": worker, "prometheus": prom, "alertmanager": am}
 
 
 def logs(stack) -> str:
