@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="corridor", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="corridor", description=" ".join(__doc__.split("\n\n")[0].split()))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) in the foreground")
@@ -202,135 +202,134 @@ def run_demo(args: argparse.Namespace) -> int:
     live view of the worker's figures (streams.tools.live_view, docs/demo.md). Their logs go to
     files in CORRIDOR_DATA_DIR/demo/, not to the screen. Ctrl-C (or --run-seconds) stops them all,
     and the last frame stays on the screen."""
+    import socket
     from pathlib import Path
     from streams.broker.embedded import BrokerError, EmbeddedBroker
     from streams.tools import live_view
 
+    web_port = args.web_port
+    with socket.socket() as s:
+        if web_port == 0:
+            s.bind(("127.0.0.1", 0))
+            web_port = s.getsockname()[1]
+        elif s.connect_ex(("127.0.0.1", web_port)) == 0:
+            # Else the view would show whatever answers there (another demo's worker).
+            raise CliError(f"port {web_port} is already in use (another corridor demo?); "
+                           "pick another with --web-port")
     logs = Path(Settings.from_env().data_dir, "demo").resolve()
     logs.mkdir(parents=True, exist_ok=True)
     log = {name: logs / f"{name}.log" for name in ("worker", "simulator", "broker")}
     for path in log.values():
         path.write_bytes(b"")                   # each demo's logs are its own
-    base = f"http://127.0.0.1:{args.web_port}"
+    os.environ.setdefault("RUST_LOG", "warn")   # Tansu's info log grows by megabytes a second
+    base = f"http://127.0.0.1:{web_port}"
     broker = EmbeddedBroker(port=args.port, quiet=False, log_path=str(log["broker"]))
+    reader = live_view.Reader(f"{base}/metrics")
     procs: dict[str, subprocess.Popen] = {}
-    history = live_view.History()
-    view = {"snap": None, "up": True, "earlier": None, "status": "starting the broker", "due": 0.0}
-    stops = ("stops by itself in {:.0f} s" if args.run_seconds is not None else "Ctrl-C stops everything")
+    screen = live_view.Screen()
+    state = {"status": "starting the broker", "due": 0.0, "ready": False}
 
-    def frame():
-        links = [("metrics", f"{base}/metrics"), ("corridors", f"{base}/corridors"),
-                 ("shipment", f"{base}/shipments/SHP-{args.seed}-000001"), ("health", f"{base}/health"),
-                 ("broker", f"{broker.url} (embedded Tansu, memory storage)" if broker.port else "-")]
-        links += [(f"{name} log", str(path)) for name, path in log.items()]
-        return live_view.make_frame(view["snap"], wall=time.time(), status=view["status"],
-                                    overdue_earlier=view["earlier"], worker_up=view["up"],
-                                    links=tuple(links))
+    def links() -> list[tuple[str, str]]:
+        return [("metrics", f"{base}/metrics"), ("corridors", f"{base}/corridors"),
+                ("shipment", f"{base}/shipments/SHP-{args.seed}-000001"), ("health", f"{base}/health"),
+                ("broker", f"{broker.url} (embedded Tansu, memory storage)" if broker.port else "-"),
+                *((f"{name} log", str(path)) for name, path in log.items())]
 
-    def refresh(scrape: bool, force: bool = False) -> None:
-        if not force and time.monotonic() < view["due"]:
-            return
-        view["due"] = time.monotonic() + live_view.REFRESH
-        if scrape:
-            text = live_view.scrape(f"{base}/metrics")
-            view["up"] = text is not None
-            if text is not None:
-                view["snap"] = live_view.parse(text)
-                view["earlier"] = history.add(time.monotonic(), view["snap"])
-        screen.show(frame(), force=force)
+    def show(read: bool = False, force: bool = False) -> None:
+        """A frame every live_view.REFRESH seconds (`force`: now; without a terminal, printed)."""
+        if force or time.monotonic() >= state["due"]:
+            state["due"] = time.monotonic() + live_view.REFRESH
+            if read:
+                reader.read()
+            screen.show(reader.frame(status=state["status"], links=links()), force=force)
 
     def interrupt(signum, _frame):
         raise KeyboardInterrupt
 
     hurry: list[int] = []
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt)}   # kill = Ctrl-C
-    error, ended, status = None, "stopped", 0
-    screen = live_view.Screen()
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt)}   # kill: as Ctrl-C
+    error, ended = None, "stopped"
     try:
         with screen:
             try:
-                refresh(False, force=True)
+                show(force=True)
                 try:
                     broker.start()
                 except BrokerError as exc:
                     raise CliError(str(exc)) from None
                 env = dict(os.environ, CORRIDOR_BROKER=broker.url, CORRIDOR_PROFILE="embedded",
                            CORRIDOR_APP_ID=f"corridor-demo-{int(time.time())}",
-                           CORRIDOR_WEB_PORT=str(args.web_port), CORRIDOR_WEB_HOST="127.0.0.1",
+                           CORRIDOR_WEB_PORT=str(web_port), CORRIDOR_WEB_HOST="127.0.0.1",
                            PYTHONUNBUFFERED="1")
-                # Their own sessions: Ctrl-C reaches the demo only, which stops them in order.
-                with open(log["worker"], "ab") as out:
-                    procs["worker"] = subprocess.Popen(
-                        [sys.executable, "-m", "streams", "worker"], env=env, stdin=subprocess.DEVNULL,
-                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+                def start(name: str, *argv: str) -> None:
+                    # In their own sessions: Ctrl-C reaches the demo only, which stops them in order.
+                    with open(log[name], "ab") as out:
+                        procs[name] = subprocess.Popen(
+                            [sys.executable, "-m", "streams", *argv], env=env, stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+                start("worker", "worker")
                 waiting = time.monotonic()
 
                 def tick():
-                    view["status"] = f"waiting for the worker ({time.monotonic() - waiting:.0f} s)"
-                    refresh(False)
+                    state["status"] = f"waiting for the worker ({time.monotonic() - waiting:.0f} s)"
+                    show()
 
                 _wait_http(f"{base}/health", 60, procs["worker"], tick=tick, log=log["worker"])
-                view["ready"] = True
+                state["ready"] = True
                 sim = ["--rate", f"{args.rate:g}", "--scenario", args.scenario, "--seed", str(args.seed)]
-                if args.shipments is not None:
-                    sim += ["--shipments", str(args.shipments)]
-                with open(log["simulator"], "ab") as out:
-                    procs["simulator"] = subprocess.Popen(
-                        [sys.executable, "-m", "streams", "simulate", *sim], env=env,
-                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                        start_new_session=True)
-                traffic = (f"simulator: {args.rate:g} events/s, scenario {args.scenario}, seed {args.seed}"
+                sim += ["--shipments", str(args.shipments)] if args.shipments is not None else []
+                start("simulator", "simulate", *sim)
+                traffic = (f"simulator: {args.rate:g} events/s, {args.scenario}, seed {args.seed}"
                            + (f", {args.shipments} shipments" if args.shipments is not None else ""))
                 deadline = None if args.run_seconds is None else time.monotonic() + args.run_seconds
                 while deadline is None or time.monotonic() < deadline:
                     for name, proc in procs.items():
-                        if proc.poll() not in (None, 0) or (name == "worker" and proc.poll() is not None):
+                        if proc.poll() is not None and (name == "worker" or proc.returncode != 0):
                             raise CliError(f"the {name} exited with status {proc.returncode}; "
                                            f"its log: {log[name]}")
-                    done = procs["simulator"].poll() == 0
-                    left = "" if deadline is None else max(0.0, deadline - time.monotonic())
-                    view["status"] = (f"{traffic} ({'finished' if done else 'running'}); "
-                                      + stops.format(left))
-                    refresh(True)
+                    done = "finished" if procs["simulator"].poll() == 0 else "running"
+                    stops = ("Ctrl-C stops everything" if deadline is None else
+                             f"stops by itself in {max(0.0, deadline - time.monotonic()):.0f} s")
+                    state["status"] = f"{traffic} ({done}); {stops}"
+                    show(read=True)
                     time.sleep(0.1)
                 ended = f"stopped after {args.run_seconds:g} s (--run-seconds)"
             except KeyboardInterrupt:
-                ended, status = "stopped (Ctrl-C)", 130
+                ended = "stopped (Ctrl-C)"          # the way to stop it: not a failure
             except CliError as exc:
                 error, ended = exc, f"stopped: {exc}"
             finally:
                 # A second Ctrl-C while stopping: kill what is left rather than wait.
                 signal.signal(signal.SIGINT, lambda *_: hurry.append(1))
                 signal.signal(signal.SIGTERM, lambda *_: hurry.append(1))
-                worker = procs.get("worker")
-                if worker is not None and worker.poll() is None and view.get("ready"):
-                    refresh(True, force=True)     # the last frame shows the figures at the stop
-                last = view["snap"], view["up"], view["earlier"]
-                view["status"] = "stopping the simulator, the worker and the broker"
-                refresh(False, force=True)
+                if state["ready"] and procs["worker"].poll() is None:
+                    reader.read()               # the last frame: the figures at the stop
+                state["status"] = "stopping the simulator, the worker and the broker"
+                if screen.live:
+                    show(force=True)
                 for name in ("simulator", "worker"):
                     proc = procs.get(name)
-                    if proc is None:
-                        continue
-                    if proc.poll() is None:
+                    if proc is not None and proc.poll() is None:
                         proc.send_signal(signal.SIGTERM)
-                    stop_by = time.monotonic() + 25     # the worker's own stop timeout is 20 s
-                    while proc.poll() is None and time.monotonic() < stop_by and not hurry:
-                        time.sleep(0.05)
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
+                        stop_by = time.monotonic() + 25     # the worker gives up after 20 s itself
+                        while proc.poll() is None and time.monotonic() < stop_by and not hurry:
+                            time.sleep(0.05)
+                        if proc.poll() is None:
+                            proc.kill()
+                            proc.wait()
                 broker.stop()
-                view["snap"], view["up"], view["earlier"] = last
-                view["status"] = ended
-                screen.close(frame(), f"corridor demo: {ended}; the worker's log: {log['worker']}")
+                # On an error, its one line (main) names the log to read.
+                screen.close(reader.frame(status=ended, links=links()), *() if error else (
+                    f"corridor demo: {ended}; the worker's log: {log['worker']}",))
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if error is not None:
         raise error
-    return status
+    return 0
 
 
 def _wait_http(url: str, seconds: float, proc: subprocess.Popen, *, tick=None, log=None) -> None:

@@ -7,6 +7,8 @@ the timelines, keyed "<partition>|<corridor>" (streams/domain/records.py documen
     exceptions  {"<type>": count}
     transit     {"<service_level>": [bucket counts..., +Inf count, sum]}   non-cumulative buckets
     dwell       {"<stage>": [bucket counts..., +Inf count, sum]}
+    late        {"<stage>": milliseconds of lateness attributed to the stage}: only once a late
+                delivery has been counted (risk.attribute_lateness; older records have none)
     o           {source: the last settlement number counted}: added by totals.count_once, not here
 
 Gauges of open shipments are computed at read time from one small entry per open shipment
@@ -59,6 +61,10 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
     elif kind == "exception":
         _, _corr, exc = obs
         totals["exceptions"][exc] = totals["exceptions"].get(exc, 0) + 1
+    elif kind == "late":
+        _, _corr, stage, ms = obs
+        late = totals.setdefault("late", {})
+        late[stage] = late.get(stage, 0) + ms
     else:
         raise ValueError(f"unknown observation {obs!r}")
 
@@ -66,9 +72,9 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
 def merge(into: TotalsRecord, other: TotalsRecord) -> TotalsRecord:
     """Sum two totals (for a worker holding several partitions, or a report). `o` is not summed:
     it numbers one partition's settlements."""
-    for section in ("delivered", "exceptions"):
-        for k, v in other[section].items():
-            into[section][k] = into[section].get(k, 0) + v
+    for section in ("delivered", "exceptions", "late"):
+        for k, v in other.get(section, {}).items():
+            into.setdefault(section, {})[k] = into.get(section, {}).get(k, 0) + v
     for section in ("transit", "dwell"):
         for k, row in other[section].items():
             mine = into[section].get(k)

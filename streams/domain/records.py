@@ -54,9 +54,13 @@ change is given.
 2. 9e0ff02, bounded state. Orders gain `t` (expiry) and `p`.
 3. 40d34e7, count each message once. Timelines gain `lobs` entries of the form
    [input topic, offset, observations]. Totals gain `o` of the form {input topic: last offset}.
-4. cfeac5f, allowed lateness (today's version, `CHANGELOG_VERSION`). Timelines gain `fin`.
+4. cfeac5f, allowed lateness. Timelines gain `fin`.
    `pend` items are [exception type, event time]. New `lobs` entries and `o` entries number
    settlements under the source "#fin" (streams.domain.totals.SETTLED).
+5. Lateness attribution, issue 16 (today's version, `CHANGELOG_VERSION`). A late delivery adds
+   ["late", corridor, stage, milliseconds] observations (`lobs`), and totals gain `late`
+   {stage: milliseconds}. Nothing else changes: a version 4 record is a version 5 record that
+   has counted no late delivery's attribution (the shipments it counted before keep none).
 
 How today's code reads older records:
 
@@ -73,18 +77,20 @@ How today's code reads older records:
   None, which is what orders.py reads for a missing `t` (`state.get("t")`); its next event or
   dated link sets it. An order without `p` is not in the worker's expiry index until it is written
   again.
+- Totals without `late` (versions 1-4) have attributed no lateness; every reader uses
+  `.get("late", {})` and aggregate.add creates it at the first late delivery.
 - `o`, `lobs` and `p` are optional in every version. The Engine and the reports never write
   them, and a timeline has no `lobs` before its first settlement.
 
 The worker calls no loader today: every place that reads a record also reads its older shapes.
-tests/unit/test_changelog_format.py keeps records of versions 1, 3 and 4 as fixtures. It checks
+tests/unit/test_changelog_format.py keeps records of versions 1, 3, 4 and 5 as fixtures. It checks
 that the loaders and those readers agree and give the same figures. To change a record's shape,
 add a version here with its upgrade in the loader, and add fixtures for it. Keep the old fixtures.
 """
 from typing import Any, Literal, NotRequired, TypedDict
 
 #: The version of the records that today's code writes (see "Changelog versions").
-CHANGELOG_VERSION = 4
+CHANGELOG_VERSION = 5
 
 #: Event time as epoch seconds (UTC).
 EpochSeconds = float
@@ -98,9 +104,12 @@ DwellObservation = tuple[Literal["dwell"], str, str, float]
 #: ("exception", corridor, exception type): a pending exception, or an end that is not a
 #: delivery (returned, lost, cancelled).
 ExceptionObservation = tuple[Literal["exception"], str, str]
+#: ("late", corridor, stage, milliseconds): the part of a late delivery's lateness attributed to
+#: the stage (risk.attribute_lateness; the parts of one shipment add up to its lateness).
+LateObservation = tuple[Literal["late"], str, str, int]
 #: One observation (timeline.settle -> aggregate.add). It is a tuple in memory and a JSON array
 #: after a changelog round trip; aggregate.add takes either.
-Observation = DeliveredObservation | DwellObservation | ExceptionObservation
+Observation = DeliveredObservation | DwellObservation | ExceptionObservation | LateObservation
 #: One `lobs` entry: [source, number, observations]. Since version 4 the source is "#fin" and
 #: the number is the partition's settlement number. In version 3 they were an input topic and the
 #: offset of the message that caused the observations.
@@ -216,6 +225,8 @@ class TotalsRecord(TypedDict):
                                 # pending exceptions from stages.EVENT_EXCEPTIONS)
     transit: dict[str, HistogramRow]  # service level -> order_placed-to-delivered seconds
     dwell: dict[str, HistogramRow]    # stage -> seconds spent in the stage
+    late: NotRequired[dict[str, int]]  # stage -> milliseconds of late deliveries' lateness
+                                # attributed to it (risk.attribute_lateness); since version 5
     o: NotRequired[dict[str, int]]    # "offsets" (named in version 3): source -> the last
                                 # number it counted (totals.count_once), so recounting a number
                                 # adds nothing. Since version 4 the source is "#fin" with the

@@ -18,6 +18,7 @@ import bisect
 import sys
 from dataclasses import dataclass, field
 
+from streams.domain import risk
 from streams.domain.policy import SlaPolicy
 from streams.domain.records import Observation, OrderFacts, TimelineState
 from streams.domain.stages import (END_EVENTS, EVENT_EXCEPTIONS, MILESTONES, STAGE_RANK, STAGES, UNKNOWN,
@@ -355,8 +356,14 @@ def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
     for stage, _start, seconds in stage_durations(state):
         out.append(("dwell", corr, stage, seconds))
     if end_type == "delivered":
-        on_time = end_t <= promise(state, policy)
+        due = promise(state, policy)
+        on_time = end_t <= due
         out.append(("delivered", corr, order["sl"], on_time, end_t - order["placed"]))
+        if not on_time:
+            stages = [(stage, seconds, policy.stage_target(corr, stage, order["sl"]))
+                      for stage, _start, seconds in stage_durations(state)]
+            for stage, ms in risk.attribute_lateness(end_t - due, stages).items():
+                out.append(("late", corr, stage, ms))
     else:
         out.append(("exception", corr, end_type))
     state["observed"] = True

@@ -279,11 +279,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from streams.settings import Settings
-    from streams.tools.report import _require_report_extra, accepted_events
+    from streams.tools.report import require_report_extra, accepted_events
     if not 0 < args.threshold <= 1:
         raise BacktestError(f"--threshold must be in (0, 1], not {args.threshold}")
     if args.plot:
-        _require_report_extra()
+        require_report_extra()
     settings = Settings.from_env(sla_policy=args.sla_policy)
     try:
         policy = SlaPolicy.load(settings.sla_policy or None)

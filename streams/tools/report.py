@@ -150,6 +150,8 @@ def corridor_figures(report: Report) -> dict[str, dict]:
                                 "mean": t_sum / t_count if t_count else None},
             "stages": stages,
             "exceptions": dict(sorted(tot["exceptions"].items())),
+            # lateness of late deliveries attributed to stages, seconds (docs/risk.md)
+            "late_attributed": {s: ms / 1000 for s, ms in sorted(tot.get("late", {}).items())},
             "open": live["open"],
             "in_stage": live["in_stage"],
             "overdue": sum(live["overdue"].values()),
@@ -195,9 +197,10 @@ def stage_table(report: Report, figures: dict | None = None):
                          "dwell_p50_s": s["p50"], "dwell_p90_s": s["p90"], "dwell_p95_s": s["p95"],
                          "dwell_mean_s": s["mean"], "open_now": now_in,
                          "excess_now_s": f["excess_seconds"].get(stage, 0.0),
+                         "late_attributed_s": f["late_attributed"].get(stage, 0.0),
                          "bottleneck": f["bottleneck"] == stage})
     cols = ["corridor", "stage", "shipments", "dwell_p50_s", "dwell_p90_s", "dwell_p95_s", "dwell_mean_s",
-            "open_now", "excess_now_s", "bottleneck"]
+            "open_now", "excess_now_s", "late_attributed_s", "bottleneck"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -231,6 +234,8 @@ def metric_samples(report: Report) -> list[dict]:
         for stage, row in sorted(tot["dwell"].items()):
             histogram("corridor_stage_dwell_seconds", {"corridor": corr, "stage": stage}, row,
                       aggregate.DWELL_BUCKETS)
+        for stage, ms in sorted(tot.get("late", {}).items()):
+            add("corridor_late_attributed_seconds_total", {"corridor": corr, "stage": stage}, ms / 1000)
     g = report.gauges
     for (corr, stage), n in sorted(g.in_stage.items()):
         add("corridor_shipments_in_stage", {"corridor": corr, "stage": stage}, n)
@@ -263,11 +268,12 @@ def _human(df, *, stage: bool):
     """Seconds -> days (transit) or hours (dwell), rates -> %, for people."""
     out = df.copy()
     if stage:
-        for c in ("dwell_p50_s", "dwell_p90_s", "dwell_p95_s", "dwell_mean_s", "excess_now_s"):
+        for c in ("dwell_p50_s", "dwell_p90_s", "dwell_p95_s", "dwell_mean_s", "excess_now_s",
+                  "late_attributed_s"):
             out[c.replace("_s", "_h")] = (out.pop(c) / HOUR).round(1)
         out["bottleneck"] = out["bottleneck"].map({True: "<-", False: ""})
         return out[["corridor", "stage", "shipments", "dwell_p50_h", "dwell_p90_h", "dwell_p95_h",
-                    "dwell_mean_h", "open_now", "excess_now_h", "bottleneck"]]
+                    "dwell_mean_h", "open_now", "excess_now_h", "late_attributed_h", "bottleneck"]]
     out["on_time_%"] = (out.pop("on_time_rate") * 100).round(1)
     for c in ("transit_p50_s", "transit_p90_s", "transit_p95_s", "transit_mean_s"):
         out[c.replace("_s", "_d")] = (out.pop(c) / DAY).round(2)
@@ -408,7 +414,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sla-policy", dest="sla_policy", help="SLA policy TOML (CORRIDOR_SLA_POLICY)")
 
 
-def _require_report_extra() -> None:
+def require_report_extra() -> None:
     """pandas, pyarrow and matplotlib are the `report` extra, not in the worker image: say so."""
     import importlib.util
     missing = [m for m in ("pandas", "pyarrow", "matplotlib") if importlib.util.find_spec(m) is None]
@@ -447,7 +453,7 @@ def main(args: argparse.Namespace) -> int:
     """`corridor report`. Raises ReportError (a CliError: one line, exit status 2) on bad input."""
     from streams.settings import Settings
 
-    _require_report_extra()
+    require_report_extra()
     settings = Settings.from_env(sla_policy=getattr(args, "sla_policy", None))
     try:
         policy = SlaPolicy.load(settings.sla_policy or None)

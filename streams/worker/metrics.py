@@ -248,6 +248,10 @@ def totals_families(totals: dict[tuple[str, str], dict]):
     dwell = HistogramMetricFamily(
         "corridor_stage_dwell_seconds", "Time spent in each stage, observed when the shipment ends.",
         labels=["corridor", "partition", "stage"])
+    late = CounterMetricFamily(
+        "corridor_late_attributed_seconds", "Lateness of late deliveries (delivered - promise), "
+        "attributed to the stages that ran over their targets (docs/risk.md); the stages of a "
+        "shipment add up to its lateness.", labels=["corridor", "partition", "stage"])
     for corr, part in sorted(totals):
         tot = totals[(corr, part)]
         for key, n in sorted(tot["delivered"].items()):
@@ -261,7 +265,9 @@ def totals_families(totals: dict[tuple[str, str], dict]):
         for stage, row in sorted(tot["dwell"].items()):
             buckets, _count, total = aggregate.cumulative(row, DWELL_BUCKETS)
             dwell.add_metric([corr, part, stage], [(_le(b), c) for b, c in buckets], total)
-    yield from (delivered, exceptions, transit, dwell)
+        for stage, ms in sorted(tot.get("late", {}).items()):
+            late.add_metric([corr, part, stage], ms / 1000)
+    yield from (delivered, exceptions, transit, dwell, late)
 
 
 def gauge_families(gauges: OpenGauges, now: float | None):

@@ -3,7 +3,8 @@ reading the records that are already in changelogs.
 
 - Shape: the records the domain builds, as a changelog carries them (orjson JSON), have exactly
   the keys and value types that the TypedDicts in records.py declare.
-- Golden records: changelog_fixtures/v4 holds records written by today's code, frozen.
+- Golden records: changelog_fixtures/v5 holds records written by today's code, frozen, and v4
+  those of the code before the lateness attribution (the same history, frozen earlier).
   changelog_fixtures/v3 and v1 hold records written by the code of 0035b5f and 8eceba3
   (changelog versions 3 and 1; changelog_fixtures/README.md says how each was made). Loading
   them and going on with today's code gives exact figures. A change to a record's shape has to
@@ -350,13 +351,13 @@ def test_every_record_the_worker_writes_has_the_declared_shape():
 
 # ---- golden records ------------------------------------------------------------------------------
 def test_the_fixture_files_hold_changelog_bytes():
-    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4"}
+    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4", "v5"}
     for path in fixture_files():
         assert path.read_text() == render(orjson.loads(path.read_bytes())), path
 
 
 def test_every_fixture_record_loads_into_the_declared_shape():
-    for version in (1, 3, 4):
+    for version in (1, 3, 4, 5):
         for table in TABLES:
             for key, value in fixture(version, table).items():
                 loaded = LOADERS[table](copy.deepcopy(value))
@@ -414,18 +415,55 @@ def test_todays_changelog_loads_and_continues_with_exact_figures():
         "dwell": {"fulfilment": dwell(10, 5, 4), "origin": dwell(20, 5, 16),
                   "linehaul": dwell(50, 20, 130), "customs": dwell(20, 10, 20),
                   "last_mile": dwell(30, 20, 10)},
+        # S2 is 36 h late and only its linehaul ran over target (130 h, express 48 h): version 5
+        # code attributes all of it there, to a record written by version 4
+        "late": {"linehaul": 36 * 3_600_000},
         "o": {FIN: 6},          # 3 settlements before the freeze, then S2's hold, S3, S2
     }}
 
 
-def test_todays_lobs_recount_totals_that_a_crash_lost():
-    """The `lobs` that today's timelines hold are enough to recount totals lost in a crash
-    between the two changelog ranks (states are written first)."""
-    p = Partition.recovered(4)
+# ---- the history behind the version 5 fixtures: version 4's, continued, then S4 -----------------
+def v5_until_freeze() -> Partition:
+    """The version 4 history and its continuation (S2 delivered 36 h late), then S4: placed at
+    200 h with a promise at 400 h, 110 h in linehaul (96 h target: 14 h over) and 80 h in customs
+    (48 h: 32 h over), delivered 30 h late at 430 h; frozen before the watermark makes it final."""
+    p = v4_until_freeze()
+    continue_v4(p)
+    cn_au = dict(origin_country="CN", destination_country="AU")
+    p.feed("orders", order("O4", 200.0, promised_h=400.0, event_id="o4-placed"))
+    p.feed("shipments", ship("S4", "label_created", 201.0, order_ids=["O4"], event_id="s4-label", **cn_au))
+    p.feed("shipments", ship("S4", "picked_up", 210.0, event_id="s4-picked"))
+    p.feed("shipments", ship("S4", "departed_origin", 230.0, event_id="s4-departed"))
+    p.feed("shipments", ship("S4", "arrived_destination", 340.0, event_id="s4-arrived"))
+    p.feed("customs", customs("S4", "released", 420.0, event_id="c4-released"))
+    p.feed("shipments", ship("S4", "delivered", 430.0, event_id="s4-delivered"))
+    p.advance(440.0)
+    return p
+
+
+def test_a_version_5_changelog_continues_and_attributes_lateness_exactly():
+    p = Partition.recovered(5)
+    assert p.totals["0|CN-AU"]["late"] == {"linehaul": 36 * 3_600_000}     # S2, before the freeze
+    assert not timeline.is_final(p.timelines["S4"])
+    p.advance(480.0)                                        # S4 final: 430 h + 48 h grace
+    assert p.recounted == {}
+    late = p.totals["0|CN-AU"]["late"]
+    # S4: 30 h = 108,000,000 ms over linehaul (14 h over) and customs (32 h over), 14:32; the
+    # millisecond left by rounding goes to the larger remainder (customs, .78 against .22)
+    assert late == {"linehaul": 36 * 3_600_000 + 32_869_565, "customs": 75_130_435}
+    assert p.totals["0|CN-AU"]["delivered"] == {"standard|true": 2, "express|false": 1,
+                                                "standard|false": 1}
+
+
+@pytest.mark.parametrize("version, seqs", [(4, [1, 2, 3]), (5, [1, 2, 3, 4, 5, 6])])
+def test_todays_lobs_recount_totals_that_a_crash_lost(version, seqs):
+    """The `lobs` that the timelines hold are enough to recount totals lost in a crash between
+    the two changelog ranks (states are written first), late attribution included."""
+    p = Partition.recovered(version)
     p.totals.clear()
     p.reconcile()
-    assert sorted(p.recounted) == [1, 2, 3] and p.seq == 3
-    assert p.totals == fixture(4, "totals")
+    assert sorted(p.recounted) == seqs and p.seq == seqs[-1]
+    assert p.totals == fixture(version, "totals")
 
 
 @pytest.mark.parametrize("load", [True, False], ids=["loaded", "as_written"])

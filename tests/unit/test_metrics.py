@@ -183,10 +183,10 @@ CONSUMED = (INPUT_TOPICS + list(SETTINGS.rerouted_topics.values())
 HISTOGRAM_SERIES = {"transit": len(TRANSIT_BUCKETS) + 1 + 2,      # buckets, +Inf, _sum, _count
                     "dwell": len(DWELL_BUCKETS) + 1 + 2}
 #: per corridor and partition: delivered (service level x on time), exceptions by type, transit
-#: per service level, dwell per stage.
+#: per service level, dwell per stage, lateness attributed per stage.
 PER_CORRIDOR_PARTITION = (len(SERVICE_LEVELS) * 2 + len(EXCEPTION_TYPES)
                           + len(SERVICE_LEVELS) * HISTOGRAM_SERIES["transit"]
-                          + len(STAGES) * HISTOGRAM_SERIES["dwell"])
+                          + len(STAGES) * HISTOGRAM_SERIES["dwell"] + len(STAGES))
 #: per corridor (the open-shipment gauges, no partition label): in stage and excess per stage,
 #: overdue per service level, the bottleneck stage.
 PER_CORRIDOR = len(STAGES) * 2 + len(SERVICE_LEVELS) + 1
@@ -205,6 +205,8 @@ def saturated_totals(corridor: str) -> dict:
         aggregate.add(tot, ("dwell", corridor, stage, 3600.0))
     for exc in EXCEPTION_TYPES:
         aggregate.add(tot, ("exception", corridor, exc))
+    for stage in STAGES:
+        aggregate.add(tot, ("late", corridor, stage, 3_600_000))
     tot["o"] = {"shipments": 1}
     return tot
 
@@ -274,7 +276,7 @@ def test_the_budget_counts_every_family(memory_limit):
 def test_series_per_corridor_follow_from_the_metric_definitions():
     assert len(EXCEPTION_TYPES) == 7 and len(SERVICE_LEVELS) == 3 and len(STAGES) == 5
     assert HISTOGRAM_SERIES == {"transit": 15, "dwell": 15}
-    assert PER_CORRIDOR_PARTITION == 133 and PER_CORRIDOR == 14
+    assert PER_CORRIDOR_PARTITION == 138 and PER_CORRIDOR == 14
     assert len(CONSUMED) == 8 and PER_PARTITION == 18
     for n, p in ((1, 1), (3, 2), (50, 4)):
         totals = {(f"{chr(65 + i)}A-DE", str(q)): saturated_totals(f"{chr(65 + i)}A-DE")
@@ -283,7 +285,7 @@ def test_series_per_corridor_follow_from_the_metric_definitions():
 
 
 def test_worker_series_count_exactly(memory_limit):
-    """Every series of a worker's /metrics: corridors x partitions x 133 + corridors x 14 +
+    """Every series of a worker's /metrics: corridors x partitions x 138 + corridors x 14 +
     partitions x 18 + a fixed part (counters with every topic and reason, process, readiness)."""
     fixed = series(worker_exposition(0, 0))
     counter_children = (len(CONSUMED) * (4 + len(REASONS)) + len(INPUT_TOPICS)
@@ -302,8 +304,8 @@ def test_sample_limit_fits_the_planned_fleet_with_headroom(memory_limit):
     budget; the scrapes' sample_limit leaves it at least 40 % headroom and is the same in the
     compose Prometheus and the Kubernetes PodMonitor."""
     budget = series(worker_exposition(50, 4))
-    assert budget == 50 * 4 * 133 + 50 * 14 + 4 * 18 + series(worker_exposition(0, 0))
-    assert len(REASONS) == 12 and budget == 27659            # the figure of docs/cardinality.md
+    assert budget == 50 * 4 * 138 + 50 * 14 + 4 * 18 + series(worker_exposition(0, 0))
+    assert len(REASONS) == 12 and budget == 28659            # the figure of docs/cardinality.md
     prom = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "corridor-workers"]
     podmonitor = yaml.safe_load((REPO / "deploy" / "k8s" / "podmonitor.yaml").read_text())
