@@ -7,15 +7,16 @@ Pure, and unit-tested on hand-made metrics text (tests/unit/test_live_view.py):
 - `would_fire(snapshot, ...)`: the alerts of deploy/prometheus/rules.yml whose condition holds on the
   current values. The view cannot run PromQL: it evaluates the same comparisons, with the same
   thresholds (the constants below, checked against rules.yml by the unit test), on what the worker
-  counts now. "Would fire" ignores `for:` (how long a condition must hold): an alert that would fire
-  here fires in Prometheus once it has held that long. The 6 h on-time window is the worker's whole
+  counts now. "Would fire" ignores `for:` (how long a condition must hold: an alert that would fire
+  here fires in Prometheus once it has held that long) and `keep_firing_for:`. The 6 h on-time window is the worker's whole
   life in a demo (a fresh broker and app id each run), the overdue growth is measured against the
   oldest value this view saw within the hour (`History`).
 - `make_frame(...)`: everything one screen shows; `render(frame)` -> a rich renderable for the
   terminal, `plain(frame)` -> the same as plain text (no escape codes) for pipes and CI logs.
 
-Thin, and exercised by tests/e2e/test_demo_view.py: `scrape(url)` and `Screen` (rich.live.Live on a
-terminal; without one, a plain-text snapshot every `PLAIN_EVERY` seconds).
+Thin, and exercised by tests/e2e/test_demo_view.py: `scrape(url)`, `Reader` (what the view keeps
+between frames) and `Screen` (rich.live.Live on a terminal; without one, a plain-text snapshot every
+`PLAIN_EVERY` seconds). `corridor demo` (streams/cli.py run_demo) runs the processes and calls these.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from streams.domain.aggregate import OpenGauges
-from streams.domain.stages import STAGES
+from streams.domain.stages import STAGES, UNKNOWN
 
 #: Seconds between two frames on a terminal.
 REFRESH = 1.0
@@ -98,10 +99,6 @@ NOT_EVALUATED: dict[str, str] = {
 }
 
 
-#: The corridor label of open shipments whose order has not arrived yet.
-UNKNOWN = "unknown"
-
-
 # ---- one scrape ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -122,7 +119,7 @@ class Snapshot:
     memory_limit_bytes: float | None = None                               # None: no limit
 
     def corridors(self) -> list[str]:
-        """By name; "unknown" (shipments whose order has not arrived yet) last."""
+        """By name; UNKNOWN (shipments whose order has not arrived yet) last."""
         names = set(self.delivered) | {c for c, _ in self.in_stage} | set(self.overdue)
         return sorted(names, key=lambda c: (c == UNKNOWN, c))
 
@@ -211,25 +208,25 @@ def would_fire(snap: Snapshot | None, *, overdue_earlier: dict[str, int] | None 
         if done >= ON_TIME_MIN_DELIVERIES and on_time / done < ON_TIME_RATIO_MIN:   # as PromQL divides
             out.append(Alert("CorridorOnTimeRateLow", corr,
                              f"{percent(on_time, done)} of {done} deliveries on time "
-                             f"(< {ON_TIME_RATIO_MIN:.0%} over >= {ON_TIME_MIN_DELIVERIES})"))
+                             f"(< {ON_TIME_RATIO_MIN:.0%} of >= {ON_TIME_MIN_DELIVERIES})"))
         overdue = snap.overdue.get(corr, 0)
         growth = None if overdue_earlier is None else overdue - overdue_earlier.get(corr, 0)
         if overdue > OVERDUE_MAX:
             out.append(Alert("CorridorOverdueBacklog", corr,
-                             f"{overdue} open shipments past their promise (> {OVERDUE_MAX})"))
+                             f"{overdue} open past their promise (> {OVERDUE_MAX})"))
         elif overdue >= OVERDUE_GROWING_MIN and growth is not None and growth >= OVERDUE_GROWTH_MIN:
             out.append(Alert("CorridorOverdueBacklog", corr,
-                             f"{overdue} open shipments past their promise, {growth:+d} within the "
-                             f"hour (>= {OVERDUE_GROWING_MIN}, growing by >= {OVERDUE_GROWTH_MIN})"))
+                             f"{overdue} open past their promise, {growth:+d} within the hour "
+                             f"(>= {OVERDUE_GROWING_MIN}, up >= {OVERDUE_GROWTH_MIN})"))
         stage = bottlenecks.get(corr)
         n = snap.in_stage.get((corr, stage), 0)
         if stage is not None and n >= BOTTLENECK_MIN_SHIPMENTS:
             mean = snap.excess[(corr, stage)] / n
             if mean > BOTTLENECK_MEAN_EXCESS_SECONDS:
                 out.append(Alert("CorridorStageBottleneck", corr,
-                                 f"{stage}: its {n} open shipments are {duration(mean)} beyond target "
-                                 f"on average (> {duration(BOTTLENECK_MEAN_EXCESS_SECONDS)}, "
-                                 f">= {BOTTLENECK_MIN_SHIPMENTS} shipments)"))
+                                 f"{stage}: {n} open, {duration(mean)} beyond target on average "
+                                 f"(> {duration(BOTTLENECK_MEAN_EXCESS_SECONDS)}, "
+                                 f">= {BOTTLENECK_MIN_SHIPMENTS})"))
     for topic, n in sorted(snap.lag.items()):
         if n > CONSUMER_LAG_MAX:
             out.append(Alert("CorridorConsumerLag", topic,
@@ -327,7 +324,7 @@ def clock_text(clock: float | None, wall: float) -> str:
     behind = wall - clock
     if behind <= LIVE_LAG_SECONDS:
         return f"stream clock: {at} (live)"
-    return f"stream clock: {at} (simulated, {behind / 86400:.1f} days behind the wall clock)"
+    return f"stream clock: {at} ({behind / 86400:.1f} days behind)"
 
 
 def _summary(frame: Frame) -> str:
@@ -336,7 +333,7 @@ def _summary(frame: Frame) -> str:
     if snap is None:
         return f"{clock_text(None, frame.wall)} | {wall}"
     return (f"{clock_text(snap.clock, frame.wall)} | events {snap.consumed:,} | "
-            f"ended, not final yet {snap.pending_final:,} | {wall}")
+            f"lag {sum(snap.lag.values()):,} | not final yet {snap.pending_final:,} | {wall}")
 
 
 #: Shown while there are corridors but no delivery counted yet.
@@ -445,6 +442,31 @@ class History:
         while self._seen[0][0] < at - self.window:
             self._seen.popleft()
         return self._seen[0][1]
+
+
+class Reader:
+    """What the view remembers between frames: the last scrape that worked, whether the last read
+    worked (CorridorWorkerDown), and the overdue history (`History`)."""
+
+    def __init__(self, url: str, timeout: float = 2.0):
+        self.url = url
+        self.timeout = timeout
+        self.snapshot: Snapshot | None = None
+        self.up = True
+        self.earlier: dict[str, int] | None = None
+        self._history = History()
+
+    def read(self) -> bool:
+        text = scrape(self.url, self.timeout)
+        self.up = text is not None
+        if text is not None:
+            self.snapshot = parse(text)
+            self.earlier = self._history.add(time.monotonic(), self.snapshot)
+        return self.up
+
+    def frame(self, *, status: str, links=(), wall: float | None = None) -> Frame:
+        return make_frame(self.snapshot, wall=time.time() if wall is None else wall, status=status,
+                          overdue_earlier=self.earlier, worker_up=self.up, links=tuple(links))
 
 
 class Screen:
