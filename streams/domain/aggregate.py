@@ -7,7 +7,7 @@ the timelines, keyed "<partition>|<corridor>" (streams/domain/records.py documen
     exceptions  {"<type>": count}
     transit     {"<service_level>": [bucket counts..., +Inf count, sum]}   non-cumulative buckets
     dwell       {"<stage>": [bucket counts..., +Inf count, sum]}
-    late        {"<stage>": milliseconds of lateness attributed to the stage}: only once a late
+    late        {"<stage>": whole seconds of lateness attributed to the stage}: only once a late
                 delivery has been counted (risk.attribute_lateness; older records have none)
     o           {source: the last settlement number counted}: added by totals.count_once, not here
 
@@ -62,9 +62,9 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
         _, _corr, exc = obs
         totals["exceptions"][exc] = totals["exceptions"].get(exc, 0) + 1
     elif kind == "late":
-        _, _corr, stage, ms = obs
+        _, _corr, stage, seconds = obs
         late = totals.setdefault("late", {})
-        late[stage] = late.get(stage, 0) + ms
+        late[stage] = late.get(stage, 0) + seconds
     else:
         raise ValueError(f"unknown observation {obs!r}")
 

@@ -58,8 +58,8 @@ change is given.
    `pend` items are [exception type, event time]. New `lobs` entries and `o` entries number
    settlements under the source "#fin" (streams.domain.totals.SETTLED).
 5. Lateness attribution, issue 16 (today's version, `CHANGELOG_VERSION`). A late delivery adds
-   ["late", corridor, stage, milliseconds] observations (`lobs`), and totals gain `late`
-   {stage: milliseconds}. Nothing else changes: a version 4 record is a version 5 record that
+   ["late", corridor, stage, seconds] observations (`lobs`), and totals gain `late`
+   {stage: whole seconds}. Nothing else changes: a version 4 record is a version 5 record that
    has counted no late delivery's attribution (the shipments it counted before keep none).
 
 How today's code reads older records:
@@ -104,7 +104,7 @@ DwellObservation = tuple[Literal["dwell"], str, str, float]
 #: ("exception", corridor, exception type): a pending exception, or an end that is not a
 #: delivery (returned, lost, cancelled).
 ExceptionObservation = tuple[Literal["exception"], str, str]
-#: ("late", corridor, stage, milliseconds): the part of a late delivery's lateness attributed to
+#: ("late", corridor, stage, whole seconds): the part of a late delivery's lateness attributed to
 #: the stage (risk.attribute_lateness; the parts of one shipment add up to its lateness).
 LateObservation = tuple[Literal["late"], str, str, int]
 #: One observation (timeline.settle -> aggregate.add). It is a tuple in memory and a JSON array
@@ -225,7 +225,7 @@ class TotalsRecord(TypedDict):
                                 # pending exceptions from stages.EVENT_EXCEPTIONS)
     transit: dict[str, HistogramRow]  # service level -> order_placed-to-delivered seconds
     dwell: dict[str, HistogramRow]    # stage -> seconds spent in the stage
-    late: NotRequired[dict[str, int]]  # stage -> milliseconds of late deliveries' lateness
+    late: NotRequired[dict[str, int]]  # stage -> whole seconds of late deliveries' lateness
                                 # attributed to it (risk.attribute_lateness); since version 5
     o: NotRequired[dict[str, int]]    # "offsets" (named in version 3): source -> the last
                                 # number it counted (totals.count_once), so recounting a number

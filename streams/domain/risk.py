@@ -301,23 +301,24 @@ def precision_recall(labels: list[bool], scores: list[float], threshold: float) 
 
 
 def attribute_lateness(lateness: float, stages: list[tuple[str, float, float]]) -> dict[str, int]:
-    """Where a late shipment's lateness (delivered - promise, > 0) was lost, in whole milliseconds:
+    """Where a late shipment's lateness (delivered - promise, > 0) was lost, in whole seconds:
     split over its stages in proportion to each stage's time beyond its target; if no stage ran
     over its target (the promise is tighter than the targets), in proportion to each stage's
-    dwell. `stages` = (stage, dwell, target). The parts add up to the lateness exactly (largest
-    remainder), so that sums over shipments are exact in any order (docs/risk.md)."""
-    total_ms = round(lateness * 1000)
-    if total_ms <= 0 or not stages:
+    dwell. `stages` = (stage, dwell, target). The parts add up to the lateness rounded to the
+    second, exactly (largest remainder): sums over shipments and partitions are whole numbers,
+    exact in any order and in floating point (docs/risk.md)."""
+    total = round(lateness)
+    if total <= 0 or not stages:
         return {}
     weights = {stage: max(0.0, dwell - target) for stage, dwell, target in stages}
     if sum(weights.values()) <= 0:
         weights = {stage: max(0.0, dwell) for stage, dwell, _t in stages}
     weight = sum(weights.values())
     if weight <= 0:
-        return {stages[-1][0]: total_ms}
-    shares = {stage: total_ms * w / weight for stage, w in weights.items() if w > 0}
+        return {stages[-1][0]: total}
+    shares = {stage: total * w / weight for stage, w in weights.items() if w > 0}
     parts = {stage: int(share) for stage, share in shares.items()}
-    left = total_ms - sum(parts.values())
+    left = total - sum(parts.values())
     order = sorted(shares, key=lambda s: (-(shares[s] - parts[s]), s))
     for stage in order[:left]:
         parts[stage] += 1

@@ -362,8 +362,8 @@ def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
         if not on_time:
             stages = [(stage, seconds, policy.stage_target(corr, stage, order["sl"]))
                       for stage, _start, seconds in stage_durations(state)]
-            for stage, ms in risk.attribute_lateness(end_t - due, stages).items():
-                out.append(("late", corr, stage, ms))
+            for stage, seconds in risk.attribute_lateness(end_t - due, stages).items():
+                out.append(("late", corr, stage, seconds))
     else:
         out.append(("exception", corr, end_type))
     state["observed"] = True

@@ -151,7 +151,7 @@ def corridor_figures(report: Report) -> dict[str, dict]:
             "stages": stages,
             "exceptions": dict(sorted(tot["exceptions"].items())),
             # lateness of late deliveries attributed to stages, seconds (docs/risk.md)
-            "late_attributed": {s: ms / 1000 for s, ms in sorted(tot.get("late", {}).items())},
+            "late_attributed": dict(sorted(tot.get("late", {}).items())),
             "open": live["open"],
             "in_stage": live["in_stage"],
             "overdue": sum(live["overdue"].values()),
@@ -234,8 +234,8 @@ def metric_samples(report: Report) -> list[dict]:
         for stage, row in sorted(tot["dwell"].items()):
             histogram("corridor_stage_dwell_seconds", {"corridor": corr, "stage": stage}, row,
                       aggregate.DWELL_BUCKETS)
-        for stage, ms in sorted(tot.get("late", {}).items()):
-            add("corridor_late_attributed_seconds_total", {"corridor": corr, "stage": stage}, ms / 1000)
+        for stage, seconds in sorted(tot.get("late", {}).items()):
+            add("corridor_late_attributed_seconds_total", {"corridor": corr, "stage": stage}, seconds)
     g = report.gauges
     for (corr, stage), n in sorted(g.in_stage.items()):
         add("corridor_shipments_in_stage", {"corridor": corr, "stage": stage}, n)

@@ -265,8 +265,8 @@ def totals_families(totals: dict[tuple[str, str], dict]):
         for stage, row in sorted(tot["dwell"].items()):
             buckets, _count, total = aggregate.cumulative(row, DWELL_BUCKETS)
             dwell.add_metric([corr, part, stage], [(_le(b), c) for b, c in buckets], total)
-        for stage, ms in sorted(tot.get("late", {}).items()):
-            late.add_metric([corr, part, stage], ms / 1000)
+        for stage, seconds in sorted(tot.get("late", {}).items()):
+            late.add_metric([corr, part, stage], seconds)
     yield from (delivered, exceptions, transit, dwell, late)
 
 

@@ -109,6 +109,9 @@ def test_every_corridor_series_equals_the_report(parity):
     got = {k: v for k, v in merge_partitions(worker.metrics()).items() if k[0] in names}
     assert got == expected
     assert len({dict(labels).get("corridor") for _, labels in expected}) > 200     # state pairs
+    # issue 16: where the late days were lost, stream = batch (whole seconds, exact)
+    late = {k: v for k, v in expected.items() if k[0] == "corridor_late_attributed_seconds_total"}
+    assert len(late) > 100 and all(v == int(v) > 0 for v in late.values())
 
 
 def test_on_time_transit_and_stage_counts_per_corridor(parity):

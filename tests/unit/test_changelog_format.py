@@ -417,7 +417,7 @@ def test_todays_changelog_loads_and_continues_with_exact_figures():
                   "last_mile": dwell(30, 20, 10)},
         # S2 is 36 h late and only its linehaul ran over target (130 h, express 48 h): version 5
         # code attributes all of it there, to a record written by version 4
-        "late": {"linehaul": 36 * 3_600_000},
+        "late": {"linehaul": 36 * 3600},
         "o": {FIN: 6},          # 3 settlements before the freeze, then S2's hold, S3, S2
     }}
 
@@ -443,14 +443,14 @@ def v5_until_freeze() -> Partition:
 
 def test_a_version_5_changelog_continues_and_attributes_lateness_exactly():
     p = Partition.recovered(5)
-    assert p.totals["0|CN-AU"]["late"] == {"linehaul": 36 * 3_600_000}     # S2, before the freeze
+    assert p.totals["0|CN-AU"]["late"] == {"linehaul": 36 * 3600}     # S2, before the freeze
     assert not timeline.is_final(p.timelines["S4"])
     p.advance(480.0)                                        # S4 final: 430 h + 48 h grace
     assert p.recounted == {}
     late = p.totals["0|CN-AU"]["late"]
-    # S4: 30 h = 108,000,000 ms over linehaul (14 h over) and customs (32 h over), 14:32; the
-    # millisecond left by rounding goes to the larger remainder (customs, .78 against .22)
-    assert late == {"linehaul": 36 * 3_600_000 + 32_869_565, "customs": 75_130_435}
+    # S4: 30 h = 108,000 s over linehaul (14 h over) and customs (32 h over), 14:32 = 32,869.57
+    # and 75,130.43: the second left by rounding goes to the larger remainder (linehaul, .57)
+    assert late == {"linehaul": 36 * 3600 + 32_870, "customs": 75_130}
     assert p.totals["0|CN-AU"]["delivered"] == {"standard|true": 2, "express|false": 1,
                                                 "standard|false": 1}
 

@@ -206,7 +206,7 @@ def saturated_totals(corridor: str) -> dict:
     for exc in EXCEPTION_TYPES:
         aggregate.add(tot, ("exception", corridor, exc))
     for stage in STAGES:
-        aggregate.add(tot, ("late", corridor, stage, 3_600_000))
+        aggregate.add(tot, ("late", corridor, stage, 3600))
     tot["o"] = {"shipments": 1}
     return tot
 
