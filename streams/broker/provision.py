@@ -59,8 +59,10 @@ def ensure(settings: Settings, topics: dict[str, int], *, compact=frozenset(),
         absent = [(kind, name) for kind, name in settings.input_topics.items() if name in missing]
         if absent:
             names = ", ".join(f"{name!r} (CORRIDOR_TOPIC_{_ENV[kind]})" for kind, name in absent)
-            raise BrokerError(f"input topic {names} does not exist at {settings.broker} and "
-                              "CORRIDOR_CREATE_INPUT_TOPICS=false: check the name, or provision it "
+            what = "input topic" if len(absent) == 1 else "input topics"
+            verb = "does" if len(absent) == 1 else "do"
+            raise BrokerError(f"{what} {names} {verb} not exist at {settings.broker} and "
+                              "CORRIDOR_CREATE_INPUT_TOPICS=false: check the name, or provision "
                               "(corridor topics)")
     if not missing:
         return []

@@ -88,6 +88,6 @@ def test_a_worker_that_may_not_create_inputs_refuses_a_mistyped_topic(broker):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"corridor worker: input topic '{app}.shipmnets' (CORRIDOR_TOPIC_SHIPMENTS) does not exist at "
-        f"{broker.url} and CORRIDOR_CREATE_INPUT_TOPICS=false: check the name, or provision it "
+        f"{broker.url} and CORRIDOR_CREATE_INPUT_TOPICS=false: check the name, or provision "
         "(corridor topics)"]
     assert f"{app}.shipmnets" not in topics_of(broker, app)
