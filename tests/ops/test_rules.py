@@ -77,16 +77,23 @@ def test_rule_unit_tests_pass(promtool):
     assert "SUCCESS" in output(proc)
 
 
-def test_rule_unit_tests_catch_the_all_late_corridor(promtool, tmp_path):
-    """The unit tests have teeth: without the `or 0 * rate(...)` guard, a corridor whose deliveries
-    are all late has no on-time ratio at all and never alerts; rules_test.yml must notice."""
+def rules_test_on_a_broken_copy(promtool, tmp_path, pattern: str, replacement: str):
+    """promtool's run of rules_test.yml against rules.yml with `pattern` replaced: it must fail."""
     text = RULES.read_text()
-    broken = re.sub(r"\n\s*or\n\s*0 \* rate\(corridor_shipments_delivered_total\[6h\]\)", "", text)
+    broken = re.sub(pattern, replacement, text)
     assert broken != text
     (tmp_path / "rules.yml").write_text(broken)
     shutil.copy(RULES_TEST, tmp_path / "rules_test.yml")
     proc = run(promtool, "test", "rules", "rules_test.yml", cwd=tmp_path)
     assert proc.returncode == 1, output(proc)
+    return proc
+
+
+def test_rule_unit_tests_catch_the_all_late_corridor(promtool, tmp_path):
+    """The unit tests have teeth: without the `or 0 * rate(...)` guard, a corridor whose deliveries
+    are all late has no on-time ratio at all and never alerts; rules_test.yml must notice."""
+    proc = rules_test_on_a_broken_copy(
+        promtool, tmp_path, r"\n\s*or\n\s*0 \* rate\(corridor_shipments_delivered_total\[6h\]\)", "")
     assert "CorridorOnTimeRateLow" in output(proc)
 
 
@@ -105,13 +112,7 @@ def test_corridor_alerts_keep_firing_through_a_deploy():
 def test_rule_unit_tests_catch_an_alert_that_resolves_during_a_deploy(promtool, tmp_path):
     """Without keep_firing_for, the overdue and bottleneck alerts resolve while their series are
     absent (a worker restarting) and fire again after `for:`: rules_test.yml must notice."""
-    text = RULES.read_text()
-    broken = re.sub(r"(?m)^\s+keep_firing_for:.*\n", "", text)
-    assert broken != text
-    (tmp_path / "rules.yml").write_text(broken)
-    shutil.copy(RULES_TEST, tmp_path / "rules_test.yml")
-    proc = run(promtool, "test", "rules", "rules_test.yml", cwd=tmp_path)
-    assert proc.returncode == 1, output(proc)
+    proc = rules_test_on_a_broken_copy(promtool, tmp_path, r"(?m)^\s+keep_firing_for:.*\n", "")
     assert "alertname: CorridorOverdueBacklog, time: 33m" in output(proc)
     assert "alertname: CorridorStageBottleneck, time: 43m" in output(proc)
 
