@@ -359,7 +359,7 @@ def test_prometheus_config_scrapes_both_workers_and_passes_promtool():
 
 def test_the_topics_service_is_corridor_topics_with_the_workers_settings():
     """The topic list lives in one place (streams/broker/provision.py, run end to end in
-    tests/e2e/test_topics.py): compose runs `corridor topics` from the worker image, with the
+    tests/e2e/test_topic_provisioning.py): compose runs `corridor topics` from the worker image, with the
     workers' settings, and the workers never create their input topics."""
     services = compose_config()["services"]
     topics = services["topics"]
