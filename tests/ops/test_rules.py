@@ -153,6 +153,11 @@ def test_alertmanager_pages_on_critical_sends_warnings_to_their_team_and_groups_
                    "namespace=production", "corridor=CN-AU", "stage=customs", *labels)
         assert proc.returncode == 0, (name, output(proc))
     assert seen == {"on-call-page", "platform", "logistics-ops"}
+    # what pages: a delayed corridor (parcels past their promise piling up), and figures missing
+    # or frozen; the other corridor alerts are warnings for the working day
+    assert {r["alert"] for r in rules if r["labels"]["severity"] == "critical"} == {
+        "CorridorOverdueBacklog", "CorridorWorkerDown", "CorridorNoTargets",
+        "CorridorStreamClockStopped"}
     # the test has teeth: a platform warning is not routed to logistics-ops
     proc = run(amtool, "config", "routes", "test", "--config.file", str(ALERTMANAGER),
                "--verify.receivers=logistics-ops", "alertname=CorridorRebalanceStorm",
