@@ -273,6 +273,16 @@ def bottlenecks() -> db.Dashboard:
              "workers.",
              [query(f'sum by (corridor, stage) (corridor_shipments_in_stage{{{CORRIDOR},'
                     f'stage=~"$stage"}})', "{{corridor}} {{stage}}")], span=12)))
+    d = (d.with_row(db.Row("Where late days were lost (late deliveries)"))
+         .with_panel(matrix(
+             "Lateness attributed per stage, days ($window): corridor x stage",
+             "The lateness (delivered - promise) of the late deliveries of the window, split over "
+             "the stages that ran over their targets (docs/risk.md); a corridor's stages add up "
+             "to its total lateness.",
+             f"sum by (corridor, stage) (increase(corridor_late_attributed_seconds_total"
+             f"{{{CORRIDOR}}}[$window])) / 86400",
+             unit="d", span=24, thresholds=[(None, "green"), (1, "yellow"), (10, "orange"),
+                                            (100, "red")])))
     d = (d.with_row(db.Row("Stage dwell (ended shipments)"))
          .with_panel(matrix(
              "Stage dwell p90: corridor x stage ($window)",
@@ -326,7 +336,18 @@ def workers() -> db.Dashboard:
                             f"sum(corridor_partitions_assigned{{{j}}})"))
          .with_panel(single("Consumer lag", "Messages not yet committed, all topics.",
                             f"sum(corridor_consumer_lag{{{j}}}) or vector(0)",
-                            thresholds=[(None, "green"), (1000, "orange"), (100000, "red")])))
+                            thresholds=[(None, "green"), (1000, "orange"), (100000, "red")]))
+         .with_panel(single("Workers ready", "Workers whose /health answers 200 (assigned, "
+                            "tables recovered, not rebalancing): CorridorWorkerNotReady.",
+                            f"sum(corridor_worker_ready{{{j}}})",
+                            thresholds=[(None, "red"), (1, "green")]))
+         .with_panel(ts("Memory against the limit by worker",
+                        "Resident memory over the container's memory limit "
+                        "(corridor_memory_limit_bytes; no line without a limit): "
+                        "CorridorMemoryNearLimit at 90 %.",
+                        [query(f"max by (instance) (process_resident_memory_bytes{{{j}}}) / "
+                               f"max by (instance) (corridor_memory_limit_bytes{{{j}}})",
+                               "{{instance}}")], unit="percentunit", span=18)))
     d = (d.with_row(db.Row("Throughput and lag"))
          .with_panel(ts("Events consumed per second by topic", "Input messages consumed.",
                         [query(f"sum by (topic) (rate(corridor_events_consumed_total{{{j}}}"

@@ -42,14 +42,15 @@ COUNTERS = {"corridor_events_consumed", "corridor_events_applied", "corridor_eve
             "corridor_state_expired", "corridor_events_rerouted",
             "corridor_events_late",
             "corridor_events_rejected", "corridor_rebalances", "corridor_shipments_delivered",
-            "corridor_shipment_exceptions"}
+            "corridor_shipment_exceptions", "corridor_late_attributed_seconds"}
 HISTOGRAMS = {"corridor_shipment_transit_seconds", "corridor_stage_dwell_seconds"}
 GAUGES = {"corridor_shipments_in_stage", "corridor_shipments_overdue",
           "corridor_stage_excess_seconds", "corridor_bottleneck_stage",
           "corridor_stream_time_seconds", "corridor_consumer_lag", "corridor_consumer_end_offset",
           "corridor_partitions_assigned", "corridor_partitions_configured",
           "corridor_shipments_awaiting_order",
-          "corridor_shipments_pending_final"}
+          "corridor_shipments_pending_final", "corridor_worker_ready",
+          "corridor_memory_limit_bytes"}
 EXPOSED = ({f"{c}_total" for c in COUNTERS} | GAUGES
            | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")})
 
@@ -190,7 +191,8 @@ def test_the_metric_contract_is_what_the_worker_exports():
     from prometheus_client import CollectorRegistry
     from streams.domain import aggregate
     from streams.domain.aggregate import OpenGauges
-    from streams.worker.metrics import AwaitingCollector, CorridorCollector, EventCounters, WorkerCollector
+    from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
+                                        MemoryLimitCollector, ReadinessCollector, WorkerCollector)
 
     registry = CollectorRegistry(auto_describe=False)
     counters = EventCounters(registry)
@@ -202,7 +204,7 @@ def test_the_metric_contract_is_what_the_worker_exports():
     counters.rebalances.inc()
     tot = aggregate.new_totals()
     for obs in (("delivered", "CN-DE", "standard", True, 3600.0), ("dwell", "CN-DE", "customs", 60.0),
-                ("exception", "CN-DE", "lost")):
+                ("exception", "CN-DE", "lost"), ("late", "CN-DE", "customs", 3600)):
         aggregate.add(tot, obs)
     totals = {("CN-DE", "0"): tot}
     gauges = OpenGauges()
@@ -212,6 +214,8 @@ def test_the_metric_contract_is_what_the_worker_exports():
     registry.register(CorridorCollector(lambda: (totals, gauges, 1.7e9)))
     registry.register(WorkerCollector(lambda: ([("shipments", 0, 10, 5)], 1), 4))
     registry.register(AwaitingCollector(lambda: {"awaiting_order": {0: 2}, "pending_final": {0: 1}}))
+    registry.register(ReadinessCollector(lambda: True))
+    registry.register(MemoryLimitCollector(lambda: 2 ** 30))
     exposed = {s.name for fam in registry.collect() for s in fam.samples}
     exposed = {n for n in exposed if not n.endswith("_created")}
     assert exposed == EXPOSED
