@@ -244,9 +244,6 @@ class Pipeline:
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
         self._side_bound = {k: v for k, v in self._side_bound.items() if k[1] not in gone}
         self._topic_offset = {k: v for k, v in self._topic_offset.items() if k[1] not in gone}
-        read = self.app.monitor.tp_read_offsets     # so a partition given back starts unread
-        for tp in [tp for tp in read if tp.partition in gone]:
-            del read[tp]
         self._global_mark = None
         for p in gone:
             self._seq.pop(p, None)
@@ -278,34 +275,37 @@ class Pipeline:
             # Read and not quiet: it bounds at its clock whatever its end (wm.bound), so the
             # consumer's offsets are not needed (this runs for many events).
             return wm.Progress(clock=clock, quiet_for=quiet, in_flight=inflight)
-        end, position = self._end_and_position(TP(topic, partition))
+        tp = TP(topic, partition)
         done = self._topic_offset.get(key)
-        if done is not None:
-            position = done + 1            # what the agent has processed, not what is buffered
-        elif self.app.monitor.tp_read_offsets.get(TP(topic, partition)) is not None:
-            position = None                # delivered to the stream, not processed yet
-        return wm.Progress(
-            clock=clock,
-            caught_up=end is not None and position is not None and position >= end,
-            quiet_for=quiet, in_flight=inflight)
+        # The offset of the next record the agent will process: after the last one it processed,
+        # or, before it has processed one since the assignment, the committed offset the stream
+        # partition was sought to. Never the consumer's fetch position: records fetched wait in
+        # faust's getmany and the agent's stream queue, unseen by the agent (and by faust's read
+        # offsets, set when the stream takes a record), and a topic partition taken for caught up
+        # with nothing processed stops holding the watermark (tests/unit/test_stream_progress.py).
+        upcoming = done + 1 if done is not None else self._stream_start(tp)
+        end = self._fetched_end(tp)
+        return wm.Progress(clock=clock, caught_up=end is not None and upcoming >= end,
+                           quiet_for=quiet, in_flight=inflight)
 
-    def _end_and_position(self, tp) -> tuple[int | None, int | None]:
-        """(high-water mark, fetch position) of an assigned topic partition as the consumer knows
-        them now; None where it does not know yet."""
-        end = self.app.monitor.tp_end_offsets.get(tp)
-        position = None
+    def _fetched_end(self, tp) -> int | None:
+        """The high-water mark of an assigned topic partition as a fetch of the current assignment
+        answered it (None until one has). Not faust's monitor: it keeps the end this process saw
+        in an earlier assignment, which records produced since may have passed."""
         consumer = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
-        if consumer is not None:
-            try:
-                state = consumer._subscription.subscription.assignment.state_value(tp)
-            except AttributeError:
-                state = None
-            if state is not None:
-                if state.highwater is not None:
-                    end = state.highwater if end is None else max(end, state.highwater)
-                if state.has_valid_position:
-                    position = state.position
-        return end, position
+        try:
+            state = consumer._subscription.subscription.assignment.state_value(tp)
+        except AttributeError:
+            return None
+        return None if state is None else state.highwater
+
+    def _stream_start(self, tp) -> int:
+        """Where the stream partition is read from in the current assignment: the committed offset
+        faust sought it to (None until that seek, and for offset 0 or no commit: the beginning,
+        taken as 0; a log whose head was deleted and that the group never committed then holds
+        the watermark until a record of it is processed)."""
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        return 0 if committed is None else committed
 
     def global_watermark(self) -> float | None:
         """The shipment-side watermark that every partition has reached (the partitions this

@@ -1,0 +1,156 @@
+"""How the worker tells what it has read of a topic partition (Pipeline._progress), the input of
+the watermark rule (streams/domain/watermark.py): a topic partition it has processed nothing from
+since its assignment lets the watermark go only if it is known to hold nothing unread.
+
+The consumer is aiokafka's own subscription state, driven as the fetcher drives it (a fetch
+response sets the high-water mark, handing records to faust's getmany moves the position), and
+faust's committed offsets as its seek to them on an assignment leaves them. The agent's side is
+`note_time`, which it calls for every record it processes.
+
+The chaos trial that found it (benchmarks/chaos.py, seed 15): a restarted worker was given
+partitions with a backlog; the consumer had fetched every record of `shipments` and
+`customs-events` (fetch position = high-water mark) while they still waited, unprocessed, in
+faust's getmany and the agent's stream queue. Both counted as caught up and empty, so the idle
+tick settled the partition against the wall clock (every ended shipment final), and then, with the
+shipments being processed ahead of the queued customs events, against the shipments' clock: 718
+customs events (import releases among them) were read after their shipments' figures were final.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from types import SimpleNamespace
+
+from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.structs import TopicPartition
+from faust.types import TP
+
+from streams.domain.policy import SlaPolicy
+from streams.settings import Settings
+from streams.worker.pipeline import Pipeline, Tables
+
+DAY = 86400.0
+T0 = 1_736_000_000.0                 # event times of the records (January 2025)
+
+
+class Consumer:
+    """What Pipeline reads of faust's consumer: its aiokafka consumer's subscription state (through
+    the consumer thread) and the committed offsets faust sought the stream partitions to."""
+
+    def __init__(self, tps):
+        self.subscription = SubscriptionState()
+        self.subscription.subscribe({tp.topic for tp in tps})
+        self.subscription.assign_from_subscribed({TopicPartition(*tp) for tp in tps})
+        self._committed_offset = defaultdict(lambda: None)
+        self._thread = SimpleNamespace(_consumer=SimpleNamespace(_subscription=self.subscription))
+
+    def state(self, tp):
+        return self.subscription.subscription.assignment.state_value(TopicPartition(*tp))
+
+    def sought(self, tp, committed: int | None) -> None:
+        """faust's perform_seek on an assignment: the position at the committed offset (the
+        beginning without one), kept as faust keeps it (0 and none are both None)."""
+        self.state(tp).seek(committed or 0)
+        self._committed_offset[TP(*tp)] = committed or None
+
+    def fetched(self, tp, highwater: int, handed_out: int | None = None) -> None:
+        """A fetch response (the high-water mark), and getmany taking records up to `handed_out`."""
+        state = self.state(tp)
+        state.highwater = highwater
+        if handed_out is not None:
+            state.consumed_to(handed_out)
+
+
+def pipeline(consumer: Consumer, monitor=None) -> Pipeline:
+    app = SimpleNamespace(consumer=consumer,
+                          monitor=monitor or SimpleNamespace(tp_end_offsets={}, tp_read_offsets={}))
+    return Pipeline(Settings(idle_seconds=2.0), SlaPolicy.load(), app, Tables({}, {}, {}, {}), {})
+
+
+def shipment_side(settings: Settings, p: int) -> dict[str, TP]:
+    s = settings
+    return {"shipments": TP(s.topic_shipments, p), "customs": TP(s.topic_customs, p),
+            "rerouted-shipments": TP(s.rerouted_topics["shipments"], p),
+            "rerouted-customs": TP(s.rerouted_topics["customs"], p)}
+
+
+def process(pipe: Pipeline, tp: TP, offsets: range, first_time: float) -> float:
+    """The agent processes the records at `offsets`, an hour apart in event time; the last time."""
+    t = first_time
+    for i, offset in enumerate(offsets):
+        t = first_time + i * 3600.0
+        pipe.note_time(tp.topic, tp.partition, offset, t)
+    return t
+
+
+def run(test):
+    asyncio.run(test())     # aiokafka's subscription state wants a running loop
+
+
+def test_records_fetched_but_not_processed_since_the_assignment_hold_the_watermark():
+    async def test():
+        tps = shipment_side(Settings(), 0)
+        consumer = Consumer(tps.values())
+        pipe = pipeline(consumer)
+        # A new assignment: the previous owner processed shipments to 25 and customs to 10; the
+        # rerouted topics are empty.
+        consumer.sought(tps["shipments"], 25)
+        consumer.sought(tps["customs"], 10)
+        for name in ("rerouted-shipments", "rerouted-customs"):
+            consumer.sought(tps[name], None)
+            consumer.fetched(tps[name], 0)
+        # The consumer fetched every record and faust's getmany took them: they wait for the agent.
+        consumer.fetched(tps["shipments"], 40, handed_out=40)
+        consumer.fetched(tps["customs"], 30, handed_out=30)
+        assert pipe.settle_mark(0) is None          # records wait unread: nothing may settle
+        assert pipe.watermark(0) is None
+
+        # The agent processes the shipments first; the customs events still wait in its queue.
+        shipped = process(pipe, tps["shipments"], range(25, 40), T0)
+        assert pipe.settle_mark(0) is None          # not the shipments' clock: customs unread
+        assert pipe.watermark(0) is None
+
+        cleared = process(pipe, tps["customs"], range(10, 30), T0 - 2 * DAY)
+        assert pipe.settle_mark(0) == min(shipped, cleared)
+        assert pipe.watermark(0) == min(shipped, cleared)
+    run(test)
+
+
+def test_a_topic_partition_whose_records_were_all_processed_before_the_assignment_holds_nothing():
+    async def test():
+        tps = shipment_side(Settings(), 1)
+        consumer = Consumer(tps.values())
+        pipe = pipeline(consumer)
+        for name, tp in tps.items():
+            committed = {"shipments": 40, "customs": 30}.get(name)
+            consumer.sought(tp, committed)
+            consumer.fetched(tp, committed or 0)
+        # Nothing to read on any topic of the side: the partition settles against the wall clock
+        # (the idle rule: a replay's last shipments become final).
+        before = time.time()
+        assert before <= pipe.settle_mark(1) <= time.time()
+        # A record arrives on customs: it is unread until the agent has processed it.
+        consumer.fetched(tps["customs"], 31, handed_out=31)
+        assert pipe.settle_mark(1) is None
+        process(pipe, tps["customs"], range(30, 31), T0)
+        assert pipe.settle_mark(1) == T0
+    run(test)
+
+
+def test_an_end_offset_seen_in_an_earlier_assignment_does_not_count_as_caught_up():
+    async def test():
+        tps = shipment_side(Settings(), 2)
+        consumer = Consumer(tps.values())
+        # This process owned the partition before and saw it end at 30 (faust's monitor keeps
+        # that across assignments); since then 10 more records were produced. No fetch of this
+        # assignment has answered yet.
+        monitor = SimpleNamespace(tp_end_offsets={tp: 30 for tp in tps.values()}, tp_read_offsets={})
+        pipe = pipeline(consumer, monitor)
+        for tp in tps.values():
+            consumer.sought(tp, 30)
+        assert pipe.settle_mark(2) is None
+        consumer.fetched(tps["shipments"], 40)
+        consumer.fetched(tps["customs"], 40)
+        assert pipe.settle_mark(2) is None
+    run(test)
