@@ -284,20 +284,49 @@ class Pipeline:
         # offsets, set when the stream takes a record), and a topic partition taken for caught up
         # with nothing processed stops holding the watermark (tests/unit/test_stream_progress.py).
         upcoming = done + 1 if done is not None else self._stream_start(tp)
-        end = self._fetched_end(tp)
-        return wm.Progress(clock=clock, caught_up=end is not None and upcoming >= end,
+        end, answered = self._fetched_end(tp)
+        return wm.Progress(clock=clock, caught_up=end is not None and upcoming >= end
+                           and self._answered_lately(topic, partition, answered),
                            quiet_for=quiet, in_flight=inflight)
 
-    def _fetched_end(self, tp) -> int | None:
+    def _fetched_end(self, tp) -> tuple[int | None, float | None]:
         """The high-water mark of an assigned topic partition as a fetch of the current assignment
-        answered it (None until one has). Not faust's monitor: it keeps the end this process saw
-        in an earlier assignment, which records produced since may have passed."""
+        answered it, and when that answer came (wall seconds); (None, None) until one has. Not
+        faust's monitor: it keeps the end this process saw in an earlier assignment, which records
+        produced since may have passed."""
         consumer = getattr(getattr(self.app.consumer, "_thread", None), "_consumer", None)
         try:
             state = consumer._subscription.subscription.assignment.state_value(tp)
         except AttributeError:
-            return None
-        return None if state is None else state.highwater
+            return None, None
+        if state is None:
+            return None, None
+        stamp = getattr(state, "timestamp", None)     # set by aiokafka's fetcher with highwater
+        return state.highwater, None if stamp is None else stamp / 1000.0
+
+    def _answered_lately(self, topic: str, partition: int, answered: float | None) -> bool:
+        """Is the end the consumer last heard for this topic partition still worth anything? Only
+        an answer of the idle period, and none older than an answer for another topic of the same
+        side of the partition. A high-water mark is what the broker said at the last fetch
+        response: a consumer that has not heard from the broker since (a worker that did not run
+        for a while, a partition the fetches left out) does not know what was produced since. A
+        topic partition taken for caught up on such an end stopped holding the watermark while
+        its records waited on the broker: after a stall every ended shipment was settled against
+        the wall clock, and with customs-events unanswered for a few seconds the shipments' clock
+        settled and then forgot shipments whose customs events, read later, started timelines of
+        their own (corridor `unknown`, open forever; tests/unit/test_stream_progress.py). The
+        consumer long-polls every partition it has nothing buffered for in one request per broker
+        (faust: at least every 1.5 s), so a partition that really holds nothing more is answered
+        as often as the others."""
+        if answered is None or time.time() - answered >= self.settings.idle_seconds:
+            return False
+        for side in self._sides_of.get(topic, ()):
+            for other in self.side_topics[side]:
+                if other != topic:
+                    _end, then = self._fetched_end(TP(other, partition))
+                    if then is not None and then > answered:
+                        return False
+        return True
 
     def _stream_start(self, tp) -> int:
         """Where the stream partition is read from in the current assignment: the committed offset

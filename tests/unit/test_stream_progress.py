@@ -55,17 +55,19 @@ class Consumer:
         self._committed_offset[TP(*tp)] = committed or None
 
     def fetched(self, tp, highwater: int, handed_out: int | None = None) -> None:
-        """A fetch response (the high-water mark), and getmany taking records up to `handed_out`."""
+        """A fetch response (the high-water mark, and when it was answered: aiokafka's fetcher sets
+        both), and getmany taking records up to `handed_out`."""
         state = self.state(tp)
         state.highwater = highwater
+        state.timestamp = int(1000 * time.time())
         if handed_out is not None:
             state.consumed_to(handed_out)
 
 
-def pipeline(consumer: Consumer, monitor=None) -> Pipeline:
+def pipeline(consumer: Consumer, monitor=None, idle: float = 2.0) -> Pipeline:
     app = SimpleNamespace(consumer=consumer,
                           monitor=monitor or SimpleNamespace(tp_end_offsets={}, tp_read_offsets={}))
-    return Pipeline(Settings(idle_seconds=2.0), SlaPolicy.load(), app, Tables({}, {}, {}, {}), {})
+    return Pipeline(Settings(idle_seconds=idle), SlaPolicy.load(), app, Tables({}, {}, {}, {}), {})
 
 
 def shipment_side(settings: Settings, p: int) -> dict[str, TP]:
@@ -153,4 +155,87 @@ def test_an_end_offset_seen_in_an_earlier_assignment_does_not_count_as_caught_up
         consumer.fetched(tps["shipments"], 40)
         consumer.fetched(tps["customs"], 40)
         assert pipe.settle_mark(2) is None
+    run(test)
+
+
+IDLE = 0.3          # CORRIDOR_IDLE_SECONDS of the tests below (seconds of wall time)
+
+
+def test_a_topic_partition_the_consumer_stopped_hearing_about_keeps_holding_the_watermark():
+    """corridor demo (seed 7): the worker reported 13 open shipments in corridor `unknown`, stage
+    last_mile, after all deliveries were final. Reproduced by withholding fetch responses for
+    `customs-events` for a few seconds early in the run: the agent processed every customs event
+    the consumer knew of (its last high-water mark), customs-events went quiet for the idle period
+    and counted as caught up, so the shipments' clock alone moved the watermark; ended shipments
+    were settled (their customs stages missing) and forgotten a retention later, and their customs
+    events, read afterwards, started timelines without a shipment event: no corridor, an import
+    release, open forever. A high-water mark says nothing once the consumer has stopped hearing
+    about the partition while it hears about the other topics of the same partition."""
+    async def test():
+        tps = shipment_side(Settings(), 0)
+        consumer = Consumer(tps.values())
+        pipe = pipeline(consumer, idle=IDLE)
+        for tp in tps.values():
+            consumer.sought(tp, None)
+        for tp in tps.values():                 # one fetch response answers every partition
+            consumer.fetched(tp, {"shipments": 10, "customs": 10}.get(
+                next(k for k, v in tps.items() if v == tp), 0), handed_out=None)
+        consumer.fetched(tps["customs"], 10, handed_out=10)
+        customs_clock = process(pipe, tps["customs"], range(0, 10), T0)
+        consumer.fetched(tps["shipments"], 10, handed_out=10)
+        process(pipe, tps["shipments"], range(0, 10), T0)
+        # From now on the broker answers for shipments and the rerouted topics, never for customs
+        # (the consumer does not know that customs events wait there); the shipments run on.
+        t = T0 + 40 * DAY
+        end = 10
+        deadline = time.monotonic() + 2 * IDLE
+        while time.monotonic() < deadline:
+            end += 1
+            for name in ("shipments", "rerouted-shipments", "rerouted-customs"):
+                consumer.fetched(tps[name], end if name == "shipments" else 0,
+                                 handed_out=end if name == "shipments" else None)
+            pipe.note_time(tps["shipments"].topic, 0, end - 1, t)
+            await asyncio.sleep(IDLE / 10)
+        # customs-events: processed to its last known end, quiet for twice the idle period; its
+        # last answer is older than the shipments' answers: it still holds the watermark.
+        assert pipe.watermark(0) == customs_clock
+        assert pipe.settle_mark(0) == customs_clock
+
+        # The broker answers for customs-events again, at the same end: now it is known to hold
+        # nothing unread, and the idle rule lets the shipments' clock move the watermark.
+        for name in ("shipments", "customs", "rerouted-shipments", "rerouted-customs"):
+            consumer.fetched(tps[name], {"shipments": end, "customs": 10}.get(name, 0))
+        assert pipe.watermark(0) == t
+        assert pipe.settle_mark(0) == t
+    run(test)
+
+
+def test_after_a_stall_the_last_answers_do_not_make_the_partition_idle():
+    """A worker that did not run for longer than the idle period (CPU starved, a long pause, SIGSTOP)
+    has heard nothing from the broker meanwhile: every topic looks caught up (its last answers) and
+    quiet. Measured live (SIGSTOP of the worker for 5 s during a simulation): the partition then
+    settled against the wall clock, 73 days of event time ahead of records the consumer had not
+    fetched yet. Only an answer of the idle period counts."""
+    async def test():
+        tps = shipment_side(Settings(), 3)
+        consumer = Consumer(tps.values())
+        pipe = pipeline(consumer, idle=IDLE)
+        for tp in tps.values():
+            consumer.sought(tp, None)
+            consumer.fetched(tp, 0)
+        consumer.fetched(tps["shipments"], 5, handed_out=5)
+        consumer.fetched(tps["customs"], 5, handed_out=5)
+        shipped = process(pipe, tps["shipments"], range(0, 5), T0)
+        cleared = process(pipe, tps["customs"], range(0, 5), T0 - DAY)
+        await asyncio.sleep(2 * IDLE)           # the stall: no record, no answer
+        # Nothing is known of any topic (the empty rerouted ones included) until the broker answers
+        # again: nothing may settle or be forgotten, and certainly not against the wall clock.
+        assert pipe.settle_mark(3) is None
+        assert pipe.watermark(3) is None
+        for tp in tps.values():                 # the consumer runs again: the ends are confirmed
+            consumer.fetched(tp, {"shipments": 5, "customs": 5}.get(
+                next(k for k, v in tps.items() if v == tp), 0))
+        before = time.time()
+        assert before <= pipe.settle_mark(3) <= time.time()
+        assert pipe.watermark(3) == max(shipped, cleared)
     run(test)
