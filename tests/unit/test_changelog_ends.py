@@ -48,10 +48,13 @@ def test_apply_refuses_other_versions_before_patching_anything(monkeypatch, modu
 
 def test_the_recovery_fingerprints_are_those_of_the_installed_faust():
     from faust.tables.recovery import Recovery
-    originals = getattr(Recovery, "_corridor_ends_originals", None) or {    # not patched yet
+    originals = {**(getattr(Recovery, "_corridor_ends_originals", None) or {    # not patched yet
         "_build_highwaters": Recovery._build_highwaters,
         "_build_offsets": Recovery._build_offsets,
-        "_restart_recovery": Recovery.__dict__["_restart_recovery"].fun}
+        "_restart_recovery": Recovery.__dict__["_restart_recovery"].fun}),
+        **(getattr(Recovery, "_corridor_seek_originals", None) or {
+            "_seek_offsets": Recovery._seek_offsets,
+            "on_rebalance": Recovery.on_rebalance})}
     assert {name: source_fingerprint(fn) for name, fn in originals.items()} == RECOVERY_SOURCES
 
 

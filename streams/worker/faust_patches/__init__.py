@@ -14,8 +14,9 @@ suspended delivery is finished, test_stream_yield.py how often a stream yields,
 test_producer_buffer.py the buffer's size, and every e2e test goes through all three.
 
 Recovery reads each changelog to its true end (on the embedded broker, whose ListOffsets stops at
-the last batch's first record) and never stops with faust's ConsistencyError (`recovery`,
-docs/semantics.md "Crashes", tests/e2e/test_changelog_tail.py).
+the last batch's first record), never stops with faust's ConsistencyError, and never seeks with
+the offsets of a rebalance that superseded it, in every profile (`recovery`, docs/semantics.md
+"Crashes", tests/e2e/test_changelog_tail.py, tests/unit/test_recovery_seek.py).
 
 The guard. `apply` refuses to patch anything (UnsupportedDependency: one line; `corridor worker`
 checks before it reaches the broker and exits with status 2) unless the patches can work as
@@ -46,7 +47,8 @@ from streams.worker.faust_patches.delivery import (STREAM_YIELD_EVERY, _eager_de
                                                    resume, yielding_every)
 from streams.worker.faust_patches.embedded import (_embedded_fetch_wait_patch,
                                                    _embedded_leave_group_patch)
-from streams.worker.faust_patches.recovery import _recovery_ends_patch, _settle_offsets_ahead
+from streams.worker.faust_patches.recovery import (_recovery_ends_patch, _settle_offsets_ahead,
+                                                   _stale_seek_patch)
 from streams.worker.faust_patches.write_behind import (END_MARKER_KEY, _write_behind_flush_patch,
                                                        write_changelogs)
 
@@ -102,10 +104,14 @@ UPSTREAM: dict[str, tuple[str | None, str]] = {
     "faust.worker.Worker._on_sigterm": ("ba99cf23ea875c02", "stopping"),
     # recovery: the two it wraps, and the order of `_restart_recovery` it relies on (active
     # highwaters, active offsets, the consistency check, ..., standby seek, standby highwaters,
-    # the check)
+    # the check; and that it catches RebalanceAgain, which the stale seek raises)
     "faust.tables.recovery.Recovery._build_highwaters": ("91b4cc0d3724ae7b", "recovery"),
     "faust.tables.recovery.Recovery._build_offsets": ("27eec86be06cb51f", "recovery"),
     "faust.tables.recovery.Recovery._restart_recovery": ("6bd8a8558a2dffe4", "recovery"),
+    #   the seek it wraps (it maps only -1 to 0), and, relied on, that on_rebalance changes the
+    #   partition sets and offsets in place before it sets signal_recovery_start (the stale seek)
+    "faust.tables.recovery.Recovery._seek_offsets": ("19598ca63d94d250", "recovery"),
+    "faust.tables.recovery.Recovery.on_rebalance": ("aa4d997a1795ceae", "recovery"),
 }
 
 #: The recovery patch's entries of UPSTREAM, by method name (tests/unit/test_changelog_ends.py).
@@ -256,6 +262,7 @@ def apply(embedded: bool, allow_untested: bool = False) -> None:
         _embedded_leave_group_patch()
         _embedded_fetch_wait_patch()
     _recovery_ends_patch(true_ends=embedded)
+    _stale_seek_patch()
     _drain_producer_buffer_patch()
     _seek_with_flow_stopped_patch()
     _write_behind_flush_patch()

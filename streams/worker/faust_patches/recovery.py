@@ -1,10 +1,23 @@
-"""Recovery reads each changelog to its true end and never stops with faust's ConsistencyError.
+"""Recovery reads each changelog to its true end, never stops with faust's ConsistencyError, and
+never seeks a changelog with the offsets of a rebalance that superseded it.
 
 The true ends are read on the embedded broker only, whose ListOffsets stops at the last batch's
 first record; offsets ahead of the end are settled in every profile (`_recovery_ends_patch`,
-docs/semantics.md "Crashes", tests/e2e/test_changelog_tail.py). The faust functions it wraps or
-relies on, and their fingerprints, are in streams.worker.faust_patches.UPSTREAM (patch module
-"recovery"; RECOVERY_SOURCES is derived from it).
+docs/semantics.md "Crashes", tests/e2e/test_changelog_tail.py).
+
+A rebalance that lands while a recovery is finishing (every profile, `_stale_seek_patch`): faust's
+`Recovery.on_rebalance` replaces the standby and active partition sets and gives each newly
+assigned partition the offset None ("not built yet", a memory store persists nothing) in the very
+sets the running recovery holds, then signals a new recovery. The running one could still reach
+its next seek before it noticed the signal, and aiokafka's seek refused None: the worker exited
+with ValueError('Offset must be a positive integer') (chaos trial seed 18). Such a seek is now
+skipped and faust's loop restarts recovery, which builds the new offsets and seeks them; an
+offset still unknown at a seek reads the changelog from its beginning. No changelog record is
+skipped either way (tests/unit/test_recovery_seek.py).
+
+The faust functions these wrap or rely on, and their fingerprints, are in
+streams.worker.faust_patches.UPSTREAM (patch module "recovery"; RECOVERY_SOURCES is derived from
+it).
 """
 from __future__ import annotations
 
@@ -172,3 +185,64 @@ async def _settle_offsets_ahead(recovery, consumer, tps, offsets, highwaters, *,
             table.data.set_persisted_offset(tp, last)
         if seek:
             await consumer.seek_wait({tp: max(last, 0)})
+
+
+def _stale_seek_patch() -> None:
+    """A recovery's seek never uses the offsets of a rebalance that superseded it, nor an unknown
+    offset: a worker no longer exits with ValueError('Offset must be a positive integer').
+
+    faust-streaming 0.15.3's `Recovery._restart_recovery` seeks the active changelog partitions
+    after building their offsets, and the standby ones after the actives were read to their end,
+    each in `self._wait`, which raises RebalanceAgain when `signal_recovery_start` is set: faust's
+    way of dropping a recovery that a newer rebalance superseded. But `Recovery.on_rebalance`
+    (run by the consumer's rebalance callback, without an await) changes the partition sets and
+    offsets the running recovery holds, in place, before it sets that signal: newly assigned
+    partitions get the offset None (`_add`: a memory store persists none). When the callback
+    ran after the awaited step before the seek had finished (waiting for the actives' end, or
+    building the standby offsets) but before the recovery task resumed, `_wait` returned
+    normally, the signal unseen, and `_seek_offsets` passed None on to aiokafka's
+    `AIOKafkaConsumer.seek`, which raises ValueError for anything but an int >= 0 (it maps only
+    -1 to 0). `wait_first` raises a task's error before it looks at the signal, and
+    `_restart_recovery` re-raises anything but RebalanceAgain/IllegalStateError/ServiceStopped:
+    the recovery service crashed and the worker with it.
+
+    Now, with a newer rebalance signalled, the seek raises RebalanceAgain without seeking (the
+    sets and offsets are the new assignment's, half-built): faust's loop starts the new recovery,
+    which builds every offset and seeks again, as faust itself does right after the active seek
+    (`if self.signal_recovery_start.is_set(): continue`). Without a signal, an offset that is
+    None or below -1 (faust's "nothing read" is -1, sought as 0) means nothing is known of that
+    partition: it becomes what `_build_offsets` gives a fresh recovery (the earliest offset - 1),
+    so the partition is read from its beginning (an offset below the log's start goes to its
+    start: consumer_auto_offset_reset="earliest", streams.worker.app): re-applying changelog
+    records already applied gives the same values, while skipping one would lose a key's update.
+
+    Wraps faust.tables.recovery.Recovery._seek_offsets, relying on `on_rebalance` setting the
+    signal after it changed the sets and on `_restart_recovery` catching RebalanceAgain (their
+    fingerprints are in UPSTREAM, checked in `apply` before anything is patched).
+    """
+    from faust.tables.recovery import RebalanceAgain, Recovery
+    if getattr(Recovery, "_corridor_seek_patched", False):
+        return
+    seek_offsets = Recovery._seek_offsets
+
+    async def _seek_offsets(self, consumer, tps, offsets, title) -> None:
+        if self.signal_recovery_start.is_set():
+            log.info("a newer rebalance is signalled: the %s changelog seek of the superseded "
+                     "recovery is skipped, recovery starts again", title)
+            raise RebalanceAgain()
+        unknown = sorted(tp for tp in tps if offsets.get(tp) is None or offsets[tp] < -1)
+        if unknown:
+            earliest = await consumer.earliest_offsets(*unknown)
+            for tp in unknown:
+                first = earliest.get(tp)
+                log.warning("%s changelog %s[%d] of table %s: recovery offset %r is unknown; "
+                            "reading it from its beginning (offset %s)", title, tp.topic,
+                            tp.partition, _table_name(self, tp), offsets.get(tp),
+                            first if first is not None else 0)
+                offsets[tp] = first - 1 if first is not None else -1
+        await seek_offsets(self, consumer, tps, offsets, title)
+
+    Recovery._seek_offsets = _seek_offsets
+    Recovery._corridor_seek_originals = {"_seek_offsets": seek_offsets,
+                                         "on_rebalance": Recovery.on_rebalance}
+    Recovery._corridor_seek_patched = True
