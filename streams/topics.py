@@ -21,7 +21,7 @@ def all_topics(settings: Settings) -> dict[str, int]:
 
 #: The worker's tables, with their partition count (None: the settings' partitions). Faust names
 #: each changelog "<app id>-<table>-changelog" and creates it, compacted, at start.
-TABLES = {"timelines": None, "orders": None, "totals": None, "clock": 1}
+TABLES = {"timelines": None, "orders": None, "totals": None, "clock": 1, "risk": 1}
 
 
 def changelog_topics(settings: Settings) -> dict[str, int]:

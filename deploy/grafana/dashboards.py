@@ -169,6 +169,14 @@ def overview() -> db.Dashboard:
              f"sum(corridor_shipments_overdue{{{CORRIDOR}}}) or vector(0)",
              thresholds=[(None, "green"), (1, "orange"), (50, "red")]))
          .with_panel(single(
+             "Predicted late (open)", "Open shipments with a promise whose predicted P(late) is at "
+             "or above the SLA policy's at_risk (docs/risk.md), share of those scored; "
+             "CorridorAtRiskRising fires above 25 %.",
+             f"(sum(corridor_shipments_at_risk{{{CORRIDOR}}}) or vector(0)) / "
+             f"sum(corridor_shipments_scored{{{CORRIDOR}}})",
+             unit="percentunit", decimals=1,
+             thresholds=[(None, "green"), (0.1, "orange"), (0.25, "red")]))
+         .with_panel(single(
              "Open shipments", "Shipments not yet ended, selected corridors.",
              f"sum(corridor_shipments_in_stage{{{CORRIDOR}}}) or vector(0)"))
          .with_panel(single(
@@ -188,7 +196,20 @@ def overview() -> db.Dashboard:
              "Overdue open shipments per corridor and service level",
              "Open shipments past their promise, by corridor and service level.",
              [query(f"sum by (corridor, service_level) (corridor_shipments_overdue{{{CORRIDOR}}})",
-                    "{{corridor}} {{service_level}}")], span=12)))
+                    "{{corridor}} {{service_level}}")], span=12))
+         .with_panel(ts(
+             "Open shipments at risk per corridor and stage",
+             "Open shipments predicted late (P(late) >= at_risk), by the stage they are in now: "
+             "where parcels that will be late are held, before they are delivered late.",
+             [query(f"sum by (corridor, stage) (corridor_shipments_at_risk{{{CORRIDOR}}})",
+                    "{{corridor}} {{stage}}")], span=12))
+         .with_panel(ts(
+             "Predicted late share per corridor",
+             "Sum of P(late) over the open shipments with a promise / their number: the share "
+             "expected to miss the promise.",
+             [query(f"sum by (corridor) (corridor_shipments_predicted_late{{{CORRIDOR}}}) / "
+                    f"sum by (corridor) (corridor_shipments_scored{{{CORRIDOR}}})", "{{corridor}}")],
+             unit="percentunit", span=12, maximum=1)))
     d = (d.with_row(db.Row("Transit time (order placed -> delivered)"))
          .with_panel(ts(
              "Transit p50 / p90 / p95 per corridor ($window)",

@@ -65,6 +65,10 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
         _, _corr, stage, seconds = obs
         late = totals.setdefault("late", {})
         late[stage] = late.get(stage, 0) + seconds
+    elif kind == "risk":
+        _, _key, sample = obs
+        risk = totals.setdefault("risk", {})
+        risk[sample] = risk.get(sample, 0) + 1
     else:
         raise ValueError(f"unknown observation {obs!r}")
 
@@ -137,7 +141,7 @@ def gauges_of(entries, now: float) -> OpenGauges:
     for entry in entries:
         if entry is None:
             continue
-        corr, sl, stage, beyond, due = entry
+        corr, sl, stage, beyond, due, _since = entry
         n += 1
         key = (corr, stage)
         in_stage[key] += 1

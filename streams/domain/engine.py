@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 
-from streams.domain import aggregate, join, timeline
+from streams.domain import aggregate, join, risk, timeline
 from streams.domain.policy import SlaPolicy
 
 
@@ -27,6 +27,9 @@ class Engine:
         self.shipments: dict[str, dict] = {}
         self.orders: dict[str, dict] = {}
         self.totals: dict[str, dict] = {}
+        #: risk.risk_key -> {sample: n}: what the deliveries taught the lateness model (a worker
+        #: counts the same under those keys in its totals table)
+        self.risk: dict[str, dict[str, int]] = {}
         self.duplicates = 0
         self.late = 0
         self.latest: float | None = None
@@ -66,7 +69,11 @@ class Engine:
         state = self.shipments[sid]
         for obs in timeline.settle(state, self.policy, self.mark if mark is None else mark,
                                    self.grace):
-            aggregate.add(self.totals.setdefault(obs[1], aggregate.new_totals()), obs)
+            if obs[0] == "risk":
+                counts = self.risk.setdefault(obs[1], {})
+                counts[obs[2]] = counts.get(obs[2], 0) + 1
+            else:
+                aggregate.add(self.totals.setdefault(obs[1], aggregate.new_totals()), obs)
         due = timeline.settle_due(state, self.grace)
         if due is not None:
             heapq.heappush(self._due, (due, sid))
@@ -91,6 +98,20 @@ class Engine:
         if not step.applied.duplicate:
             self.orders[oid] = step.applied.state
         queue.extend(("forwarded", ev) for _sid, ev in step.forwards)
+
+    def risk_model(self) -> risk.RiskModel:
+        """The lateness model of every delivery settled so far (what every worker's sums to)."""
+        model = risk.RiskModel()
+        for name, counts in self.risk.items():
+            model.add(name, counts)
+        return model
+
+    def at_risk(self, now: float | None = None, threshold: float = risk.AT_RISK) -> risk.AtRisk:
+        """The open shipments' risk at `now` (default: the latest event time), as the worker's
+        at-risk gauges show it."""
+        now = self.latest if now is None else now
+        entries = (timeline.open_entry(st, self.policy) for st in self.shipments.values())
+        return risk.score_open(self.risk_model(), entries, now, threshold)
 
     def gauges(self, now: float | None = None) -> aggregate.OpenGauges:
         now = self.latest if now is None else now

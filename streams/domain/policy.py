@@ -26,6 +26,7 @@ class SlaPolicy:
     corridor_promise: dict[str, dict[str, float]] = field(default_factory=dict)
     corridor_stage_targets: dict[str, dict[str, float]] = field(default_factory=dict)
     level_stage_targets: dict[str, dict[str, float]] = field(default_factory=dict)  # sl -> stage -> s
+    at_risk: float = 0.5        # [risk] at_risk: P(late) from which an open shipment is at risk
 
     def promise_seconds(self, corridor: str, service_level: str) -> float:
         over = self.corridor_promise.get(corridor)
@@ -72,7 +73,13 @@ class SlaPolicy:
             if "stage_targets" in section:
                 c_targets[corridor] = _hours(section["stage_targets"], STAGES,
                                              f"{source} [corridor.{corridor}.stage_targets]")
-        return cls(promise, targets, c_promise, c_targets, levels)
+        risk = dict(doc.get("risk", {}))
+        at_risk = risk.pop("at_risk", 0.5)
+        if risk:
+            raise PolicyError(f"{source} [risk]: unknown key {next(iter(risk))!r} (expected at_risk)")
+        if not isinstance(at_risk, (int, float)) or isinstance(at_risk, bool) or not 0 < at_risk <= 1:
+            raise PolicyError(f"{source} [risk]: at_risk must be a probability in (0, 1], not {at_risk!r}")
+        return cls(promise, targets, c_promise, c_targets, levels, float(at_risk))
 
 
 def _hours(section: dict, allowed: tuple[str, ...], where: str) -> dict[str, float]:

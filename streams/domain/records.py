@@ -17,6 +17,7 @@ Topic names are `<app_id>-<table>-changelog`.
     timelines  shipment_id                    TimelineState    settings.partitions
     orders     order_id                       OrderState       settings.partitions
     totals     "<partition>|<corridor>"       TotalsRecord     settings.partitions
+               "<partition>|<corridor>#<day>" TotalsRecord (its `risk` only; since version 6)
     clock      "p<n>", "w<n>", "t<n>|<topic>" float (ClockValues)   1 (a GlobalTable)
 
 - timelines, orders and totals are `Utf8KeyTable`s (streams.worker.tables). The key is the str
@@ -57,10 +58,19 @@ change is given.
 4. cfeac5f, allowed lateness. Timelines gain `fin`.
    `pend` items are [exception type, event time]. New `lobs` entries and `o` entries number
    settlements under the source "#fin" (streams.domain.totals.SETTLED).
-5. Lateness attribution, issue 16 (today's version, `CHANGELOG_VERSION`). A late delivery adds
+5. Lateness attribution, issue 16. A late delivery adds
    ["late", corridor, stage, seconds] observations (`lobs`), and totals gain `late`
    {stage: whole seconds}. Nothing else changes: a version 4 record is a version 5 record that
    has counted no late delivery's attribution (the shipments it counted before keep none).
+6. Lateness prediction, issue 16 (today's version, `CHANGELOG_VERSION`). A delivered shipment
+   adds one ["risk", "<corridor>#<day>", "<service level>|<stage>|<cell>"] observation per
+   stage it went through (`lobs`; risk.observations: day = the delivery's epoch day, cell =
+   risk.cell(dwell, delivered - stage start)). Observations are counted under their second
+   field, so the totals gain records keyed "<partition>|<corridor>#<day>" (risk.risk_key) whose
+   `risk` is {sample: count}; their `delivered`, `exceptions`, `transit` and `dwell` stay empty,
+   and `o` numbers their settlements like any other record's. The corridor records are as in
+   version 5. Older records simply have none: the deliveries they counted teach the lateness
+   model nothing (risk.is_risk_key tells the two kinds of key apart).
 
 How today's code reads older records:
 
@@ -79,18 +89,21 @@ How today's code reads older records:
   again.
 - Totals without `late` (versions 1-4) have attributed no lateness; every reader uses
   `.get("late", {})` and aggregate.add creates it at the first late delivery.
+- Totals without `risk` (versions 1-5, and every corridor record) have counted no risk sample;
+  aggregate.add creates it at the first, and no record of a version before 6 is keyed
+  "<corridor>#<day>".
 - `o`, `lobs` and `p` are optional in every version. The Engine and the reports never write
   them, and a timeline has no `lobs` before its first settlement.
 
 The worker calls no loader today: every place that reads a record also reads its older shapes.
-tests/unit/test_changelog_format.py keeps records of versions 1, 3, 4 and 5 as fixtures. It checks
+tests/unit/test_changelog_format.py keeps records of versions 1, 3, 4, 5 and 6 as fixtures. It checks
 that the loaders and those readers agree and give the same figures. To change a record's shape,
 add a version here with its upgrade in the loader, and add fixtures for it. Keep the old fixtures.
 """
 from typing import Any, Literal, NotRequired, TypedDict
 
 #: The version of the records that today's code writes (see "Changelog versions").
-CHANGELOG_VERSION = 5
+CHANGELOG_VERSION = 6
 
 #: Event time as epoch seconds (UTC).
 EpochSeconds = float
@@ -107,9 +120,14 @@ ExceptionObservation = tuple[Literal["exception"], str, str]
 #: ("late", corridor, stage, whole seconds): the part of a late delivery's lateness attributed to
 #: the stage (risk.attribute_lateness; the parts of one shipment add up to its lateness).
 LateObservation = tuple[Literal["late"], str, str, int]
+#: ("risk", "<corridor>#<day>", "<service level>|<stage>|<cell>"): one stage of a delivered
+#: shipment as the lateness model counts it (risk.observations): the epoch day of the delivery,
+#: and risk.cell of (seconds in the stage, seconds from entering it to the delivery).
+RiskObservation = tuple[Literal["risk"], str, str]
 #: One observation (timeline.settle -> aggregate.add). It is a tuple in memory and a JSON array
 #: after a changelog round trip; aggregate.add takes either.
-Observation = DeliveredObservation | DwellObservation | ExceptionObservation | LateObservation
+Observation = (DeliveredObservation | DwellObservation | ExceptionObservation | LateObservation
+               | RiskObservation)
 #: One `lobs` entry: [source, number, observations]. Since version 4 the source is "#fin" and
 #: the number is the partition's settlement number. In version 3 they were an input topic and the
 #: offset of the message that caused the observations.
@@ -216,7 +234,8 @@ HistogramRow = list[int | float]
 
 class TotalsRecord(TypedDict):
     """The counted figures of one corridor on one partition: the `totals` table value, keyed by
-    "<partition>|<corridor>". aggregate.new_totals creates it and aggregate.add counts each
+    "<partition>|<corridor>" (or, for the lateness model's samples of one delivery day,
+    "<partition>|<corridor>#<day>": only `risk` and `o` filled). aggregate.new_totals creates it and aggregate.add counts each
     observation into it. The worker exports each record with a `partition` label and sums them
     by corridor for its views (aggregate.merge)."""
     delivered: dict[str, int]   # "<service level>|true" or "<service level>|false" (on time or
@@ -227,6 +246,9 @@ class TotalsRecord(TypedDict):
     dwell: dict[str, HistogramRow]    # stage -> seconds spent in the stage
     late: NotRequired[dict[str, int]]  # stage -> whole seconds of late deliveries' lateness
                                 # attributed to it (risk.attribute_lateness); since version 5
+    risk: NotRequired[dict[str, int]]  # "<service level>|<stage>|<cell>" -> deliveries: the
+                                # samples of the lateness model (risk.observations); only in
+                                # records keyed "<partition>|<corridor>#<day>", since version 6
     o: NotRequired[dict[str, int]]    # "offsets" (named in version 3): source -> the last
                                 # number it counted (totals.count_once), so recounting a number
                                 # adds nothing. Since version 4 the source is "#fin" with the

@@ -1,23 +1,24 @@
 """Lateness risk of a shipment in flight: P(late) and a delivery range, from what comparable
 shipments took, and the baseline it is measured against (docs/risk.md).
 
-Pure code, event time only. A `RiskModel` learns from delivered shipments (`delivered`) and from
-shipments entering stages (`entered`), in event-time order; `predict` answers for a shipment in
-stage S since `entered`, at event time `now`, with promise `promise`:
+Pure code, event time only; the worker and `corridor backtest` run it alike. What a delivered
+shipment teaches is a handful of counts (`observations`): per stage it went through, one sample
+(time it spent in the stage, time from entering the stage to delivery), binned on fixed
+log-spaced bins (`cell`), and counted under the day of the delivery. Counts add up: whatever
+partition or worker counted them, in whatever order, the fleet's model is their sum, so every
+worker can hold the same model and it equals the batch one (docs/risk.md "Online").
 
-    P(late) = (1 - NOW_WEIGHT) * P_history + NOW_WEIGHT * P_now
+`RiskModel.predict` answers for a shipment in stage S since `entered`, at event time `now`, with
+promise `promise`, from the deliveries of the last WINDOW_DAYS days up to now's day (a recent
+window: a customs backlog shows up within days):
 
-- P_history: among comparable shipments delivered before `now` that spent at least the time this
-  one has already spent in S, the share whose time from entering S to delivery exceeded this
-  one's slack (promise - entered). Comparable: the same corridor, service level and stage (the
-  last HISTORY of them), shrunk towards the same destination and stage, which is shrunk towards
-  the stage alone, with SHRINK pseudo-observations at each level (a corridor seen a few times
-  borrows from its destination, not the other way round).
-- P_now: the Kaplan-Meier survival, at the slack, of the time from entering S to delivery over
-  the last RECENT shipments (any corridor) that entered S, those not delivered yet counted as
-  censored at `now`: it sees a backlog that has not delivered anything yet.
-- The range p10/p50/p90: quantiles of the delivery times (entered + time to delivery) of the
-  first level of the hierarchy with at least MIN_SAMPLES conditioned shipments.
+- P(late): among comparable shipments that spent at least as long in S as this one already has,
+  the share whose time from entering S to delivery exceeded this one's slack (promise - entered).
+  Comparable: the same corridor, service level and stage, shrunk towards the same destination
+  and stage, itself shrunk towards the stage alone, with SHRINK pseudo-observations at each level
+  (a corridor seen a few times borrows from its destination). Already past its promise: 1.
+- The range p10/p50/p90: event times, from the same conditioned times to delivery of the first
+  level with at least MIN_SAMPLES of them, at the levels RANGE_LEVELS.
 
 `Baseline` is the reference the issue defines: at hand-over (picked_up), the share of the same
 corridor's last 500 shipments delivered before the prediction time (fewer than 20: the
@@ -25,24 +26,32 @@ destination's, then all) whose hand-over-to-delivery time exceeded the shipment'
 """
 from __future__ import annotations
 
-import bisect
 import math
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-HISTORY = 500           # samples kept per (corridor, level, stage) and per (destination, stage)
-HISTORY_ALL = 2000      # samples kept per stage
-RECENT = 300            # stage entries in the Kaplan-Meier cohort
+from streams.domain.stages import iso
+
+DAY = 86400
+WINDOW_DAYS = 60        # deliveries of the last 60 days (docs/risk.md: 30 and 120 scored lower)
 SHRINK = 10.0           # pseudo-observations borrowed from the coarser level
 MIN_SAMPLES = 20        # conditioned samples a level needs to give the range
-NOW_WEIGHT = 0.1        # weight of P_now (docs/risk.md: how it was chosen, and the ablation)
-#: Levels at which a prediction's distribution is remembered until the delivery (for the range's
-#: recalibration), and how many resolved predictions the recalibration uses.
-GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
-PIT_LAST = 500
-PIT_MIN = 100
+#: The quantile levels of the range: the central 85 % of the conditioned history, which covers
+#: about 77 % of Olist deliveries (the next weeks move more than a 60-day window shows; the
+#: central 80 % covered 72 %). Chosen on Olist (docs/risk.md).
+RANGE_LEVELS = (0.075, 0.5, 0.925)
+#: The bins of a sample's two times: [0, 1 h), then PER_OCTAVE per doubling from 1 h; the last is
+#: open (beyond 1 h * 2^12 = 170 days).
+BIN_BASE = 3600.0
+PER_OCTAVE = 4
+BINS = 2 + PER_OCTAVE * 12
+EDGES = (0.0,) + tuple(BIN_BASE * 2 ** (k / PER_OCTAVE) for k in range(BINS - 1))
 BASELINE_LAST = 500
 BASELINE_MIN = 20
+#: P(late) at or above which an open shipment counts as at risk (the SLA policy's `at_risk`).
+AT_RISK = 0.5
+#: Expected late counts are summed in millionths (integers: exact in any order).
+MICRO = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -51,171 +60,255 @@ class Prediction:
     p10: float | None           # event times (epoch seconds) of the delivery range
     p50: float | None
     p90: float | None
-    p_history: float
-    p_now: float
     level: str                  # the hierarchy level the range came from: corridor, destination, stage
-    grid: tuple = ()            # entered + the conditioned times to delivery at the GRID levels
 
 
 def destination(corridor: str) -> str:
     return corridor.rsplit("-", 1)[-1]
 
 
-class RiskModel:
-    """What delivered and in-flight shipments taught, per stage; one per partition in the worker,
-    one per log in batch."""
+def bin_of(seconds: float) -> int:
+    if seconds < BIN_BASE:
+        return 0
+    return min(BINS - 1, 1 + int(PER_OCTAVE * math.log2(seconds / BIN_BASE)))
 
-    def __init__(self):
-        # group -> deque of (dwell in the stage, entry-to-delivery seconds), oldest first
-        self.history: dict[tuple, deque] = defaultdict(lambda: deque(maxlen=HISTORY))
-        self.history_all: dict[str, deque] = defaultdict(lambda: deque(maxlen=HISTORY_ALL))
-        # stage -> deque of [shipment id, entered, delivered or None], oldest entry first
-        self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=RECENT))
-        self._open: dict[tuple[str, str], list] = {}      # (stage, shipment) -> its recent item
-        # (shipment, stage) -> the GRID of its prediction, until it is delivered
-        self._grids: dict[tuple[str, str], tuple] = {}
-        self.pits: deque = deque(maxlen=PIT_LAST)         # where deliveries fell in their grids
+
+def _bounds(j: int) -> tuple[float, float]:
+    lo = EDGES[j]
+    return lo, (EDGES[j + 1] if j + 1 < BINS else lo * 2 ** (1 / PER_OCTAVE))
+
+
+def _share_above(j: int, x: float) -> float:
+    """The share of bin j above x (uniform in log time within the bin; linear in the first)."""
+    lo, hi = _bounds(j)
+    if x <= lo:
+        return 1.0
+    if x >= hi:
+        return 0.0
+    if j == 0:
+        return (hi - x) / hi
+    return math.log(hi / x) / math.log(hi / lo)
+
+
+def cell(dwell: float, to_delivery: float) -> int:
+    """The bin pair of one sample: (time spent in the stage, time from entering it to delivery)."""
+    return bin_of(dwell) * BINS + bin_of(to_delivery)
+
+
+# ---- what a delivery teaches: observations counted like the other totals ------------------------
+def risk_key(corridor: str, day: int) -> str:
+    """The totals "corridor" under which a corridor's samples of one delivery day are counted."""
+    return f"{corridor}#{day}"
+
+
+def is_risk_key(name: str) -> bool:
+    return "#" in name
+
+
+def split_risk_key(name: str) -> tuple[str, int]:
+    corridor, day = name.rsplit("#", 1)
+    return corridor, int(day)
+
+
+def observations(corridor: str, level: str, stages, delivered: float) -> list[tuple]:
+    """("risk", corridor#day, "level|stage|cell") of a delivered shipment, one per stage it went
+    through; `stages` = (stage, entered, dwell) (timeline.stage_durations)."""
+    key = risk_key(corridor, int(delivered // DAY))
+    return [("risk", key, f"{level}|{stage}|{cell(dwell, delivered - start)}")
+            for stage, start, dwell in stages]
+
+
+def _parse(sample: str, _cache: dict = {}) -> tuple[str, str, int]:
+    hit = _cache.get(sample)
+    if hit is None:
+        level, stage, c = sample.split("|")
+        hit = _cache[sample] = (level, stage, int(c))
+    return hit
+
+
+class RiskModel:
+    """The deliveries of a window of days, summed over whoever counted them.
+
+    `add(name, counts, sign)` adds (or, sign -1, removes) one totals record's risk counts
+    ({"level|stage|cell": n} of risk_key name); `move_to(day)` sets the window's last day.
+    """
+
+    def __init__(self, window_days: int = WINDOW_DAYS):
+        self.window_days = window_days
+        #: day -> corridor -> {sample: n}, every day counted (the window slides over them)
+        self.days: dict[int, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+        #: group -> {cell: n} over the window: (corridor, level, stage), (destination, stage), (stage,)
+        self.window: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        self.day: int | None = None
+        self._rows: dict[tuple, dict[int, tuple]] = {}   # group -> spent bin -> (row, suffix sums)
+        self.version = 0                                 # moves on every change of the window
 
     # ---- learning ------------------------------------------------------------------------------
-    def predicted(self, shipment: str, stage: str, prediction: "Prediction") -> None:
-        """Remember the prediction made as `shipment` entered `stage`, to score its range once it
-        is delivered (the range's recalibration)."""
-        if prediction.grid:
-            self._grids[(shipment, stage)] = prediction.grid
+    def add(self, name: str, counts: dict[str, int], sign: int = 1) -> None:
+        corridor, day = split_risk_key(name)
+        kept = self.days[day][corridor]
+        for sample, n in counts.items():
+            left = kept.get(sample, 0) + sign * n
+            if left:
+                kept[sample] = left
+            else:
+                kept.pop(sample, None)
+        if not kept:
+            del self.days[day][corridor]
+            if not self.days[day]:
+                del self.days[day]
+        if self.day is not None and self.day - self.window_days < day <= self.day:
+            self._apply(corridor, counts, sign)
 
-    def entered(self, shipment: str, stage: str, at: float) -> None:
-        """A shipment entered `stage` at event time `at`."""
-        cohort = self.recent[stage]
-        if len(cohort) == cohort.maxlen:
-            old = cohort[0]
-            self._open.pop((stage, old[0]), None)
-        item = [shipment, at, None]
-        cohort.append(item)
-        self._open[(stage, shipment)] = item
+    def delivered(self, corridor: str, level: str, stages, at: float) -> None:
+        """What settling a delivery counts (`observations`), for batch use."""
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        for _kind, name, sample in observations(corridor, level, stages, at):
+            counts[name][sample] = counts[name].get(sample, 0) + 1
+        for name, c in counts.items():
+            self.add(name, c)
 
-    def delivered(self, shipment: str, corridor: str, level: str,
-                  stages: list[tuple[str, float, float]], at: float) -> None:
-        """A shipment was delivered at `at`; `stages` = (stage, entered, dwell) of every stage it
-        went through (timeline.stage_durations)."""
-        for stage, start, dwell in stages:
-            sample = (dwell, at - start)
-            self.history[(corridor, level, stage)].append(sample)
-            self.history[(destination(corridor), stage)].append(sample)
-            self.history_all[stage].append(sample)
-            item = self._open.pop((stage, shipment), None)
-            if item is not None:
-                item[2] = at
-            grid = self._grids.pop((shipment, stage), None)
-            if grid is not None:
-                self.pits.append(pit(grid, at))
+    def move_to(self, day: int) -> None:
+        """Make the window end on `day` (the days day - window_days + 1 .. day)."""
+        old = self.day
+        if old == day:
+            return
+        if old is None or abs(day - old) >= self.window_days:
+            self.window.clear()
+            self._rows.clear()
+            for d, by_corridor in self.days.items():
+                if day - self.window_days < d <= day:
+                    for corridor, counts in by_corridor.items():
+                        self._apply(corridor, counts, 1)
+        else:
+            lo_old, lo_new = old - self.window_days, day - self.window_days
+            entering = range(old + 1, day + 1) if day > old else range(lo_new + 1, lo_old + 1)
+            leaving = range(lo_old + 1, lo_new + 1) if day > old else range(day + 1, old + 1)
+            for days, sign in ((entering, 1), (leaving, -1)):
+                for d in days:
+                    for corridor, counts in self.days.get(d, {}).items():
+                        self._apply(corridor, counts, sign)
+        self.day = day
+        self.version += 1
 
-    def range_levels(self) -> tuple[float, float, float]:
-        """The quantile levels that give the p10/p50/p90 of the range: (0.1, 0.5, 0.9) until
-        PIT_MIN predictions have been resolved, then the 10th, 50th and 90th percentile of where
-        recent deliveries fell in their predicted distributions (quantile recalibration: when
-        recent shipments run slower than the history, the range moves and widens with them)."""
-        if len(self.pits) < PIT_MIN:
-            return 0.1, 0.5, 0.9
-        return _quantiles(sorted(self.pits), (0.1, 0.5, 0.9))
+    def _apply(self, corridor: str, counts: dict[str, int], sign: int) -> None:
+        dest = destination(corridor)
+        for sample, n in counts.items():
+            level, stage, c = _parse(sample)
+            for group in ((corridor, level, stage), (dest, stage), (stage,)):
+                w = self.window[group]
+                w[c] += sign * n
+                self._rows.pop(group, None)
+        self.version += 1
 
     # ---- predicting ----------------------------------------------------------------------------
-    def predict(self, corridor: str, level: str, stage: str, entered: float, now: float,
-                promise: float) -> Prediction:
+    def _row(self, group: tuple, spent_bin: int) -> tuple:
+        """(times to delivery by bin, suffix sums, total) of the group's samples that spent at
+        least `spent_bin` in the stage."""
+        by_spent = self._rows.setdefault(group, {})
+        hit = by_spent.get(spent_bin)
+        if hit is None:
+            row = [0] * BINS
+            for c, n in self.window.get(group, {}).items():
+                if c // BINS >= spent_bin:
+                    row[c % BINS] += n
+            suffix = [0] * (BINS + 1)
+            for j in range(BINS - 1, -1, -1):
+                suffix[j] = suffix[j + 1] + row[j]
+            hit = by_spent[spent_bin] = (row, suffix)
+        return hit
+
+    def _rows_for(self, corridor: str, level: str, stage: str, spent: float) -> list[tuple]:
+        groups = ((corridor, level, stage), (destination(corridor), stage), (stage,))
+        s = bin_of(spent)
+        # a shipment held longer than any sample: judged by the longest-held samples there are
+        while s > 0 and not self._row(groups[-1], s)[1][0]:
+            s -= 1
+        return [self._row(g, s) for g in groups]
+
+    def p_late(self, corridor: str, level: str, stage: str, entered: float, now: float,
+               promise: float, rows: list | None = None) -> float:
+        """P(late) at `now`, the window as it is (`predict` moves it)."""
         spent = max(0.0, now - entered)
         slack = promise - entered
-        levels = (("corridor", self.history.get((corridor, level, stage), ())),
-                  ("destination", self.history.get((destination(corridor), stage), ())),
-                  ("stage", self.history_all.get(stage, ())))
-        conditioned = [[r for d, r in samples if d >= spent] for _, samples in levels]
-        # shrink from the coarsest level inwards
+        if slack <= spent:
+            return 1.0                          # already past its promise
+        if rows is None:
+            rows = self._rows_for(corridor, level, stage, spent)
+        j = bin_of(slack)
         p = 0.0
-        for rows in reversed(conditioned):
-            late = sum(1 for r in rows if r > slack)
-            p = (late + SHRINK * p) / (len(rows) + SHRINK)
-        p_now = self._p_now(stage, now, spent, slack)
-        p_late = (1 - NOW_WEIGHT) * p + NOW_WEIGHT * p_now
-        name, rows = next(((n, r) for (n, _), r in zip(levels, conditioned) if len(r) >= MIN_SAMPLES),
-                          (levels[-1][0], conditioned[-1]))
-        rows.sort()
-        q = _quantiles(rows, self.range_levels()) if rows else (None, None, None)
-        p10, p50, p90 = (None if v is None else entered + v for v in q)
-        grid = tuple(entered + v for v in _quantiles(rows, GRID)) if rows else ()
-        return Prediction(p_late, p10, p50, p90, p, p_now, name, grid)
+        for row, suffix in reversed(rows):
+            late = suffix[j + 1] + row[j] * _share_above(j, slack)
+            p = (late + SHRINK * p) / (suffix[0] + SHRINK)
+        return p
+
+    def predict(self, corridor: str, level: str, stage: str, entered: float, now: float,
+                promise: float) -> Prediction:
+        """P(late) and the range at `now` (the window is moved to now's day)."""
+        self.move_to(int(now // DAY))
+        spent = max(0.0, now - entered)
+        rows = self._rows_for(corridor, level, stage, spent)
+        p = self.p_late(corridor, level, stage, entered, now, promise, rows)
+        names = ("corridor", "destination", "stage")
+        name, (row, suffix) = next(((n, r) for n, r in zip(names, rows) if r[1][0] >= MIN_SAMPLES),
+                                   (names[-1], rows[-1]))
+        q = _quantiles(row, suffix[0], RANGE_LEVELS)
+        p10, p50, p90 = (None if v is None else entered + max(v, spent) for v in q)
+        return Prediction(p, p10, p50, p90, name)
 
 
-    def _p_now(self, stage: str, now: float, spent: float, slack: float) -> float:
-        """P_now: the Kaplan-Meier survival of the recent cohort at the slack or, when the slack
-        is beyond its longest follow-up (a slack of weeks, a cohort of days), at that follow-up.
-        So it is mostly the share of the latest entries into the stage not delivered yet: how
-        the stage is flowing now (docs/risk.md: extrapolating the tail from history instead
-        scored worse on Olist, PR-AUC 0.279 against 0.313)."""
-        return km_late(self.recent.get(stage, ()), now, spent, slack)[0]
-
-
-def km_late(cohort, now: float, spent: float, slack: float) -> tuple[float, float | None]:
-    """(P(time to delivery > min(slack, horizon) | > spent), horizon) by Kaplan-Meier over the
-    cohort's [id, entered, delivered or None] items that entered before `now` (not delivered by
-    `now`: censored at now - entered); horizon = the longest time observed. (0, None) without data."""
-    times = []
-    for _sid, start, end in cohort:
-        if start > now:
-            continue
-        if end is not None and end <= now:
-            times.append((end - start, 1))
-        else:
-            times.append((now - start, 0))
-    if not times:
-        return 0.0, None
-    times.sort()
-    horizon = times[-1][0]
-    s_spent = s_slack = surv = 1.0
-    at_risk = len(times)
-    i = 0
-    while i < len(times):
-        t = times[i][0]
-        events = gone = 0
-        while i < len(times) and times[i][0] == t:
-            events += times[i][1]
-            gone += 1
-            i += 1
-        if events:
-            surv *= 1 - events / at_risk
-        at_risk -= gone
-        if t <= spent:
-            s_spent = surv
-        if t <= slack:
-            s_slack = surv
-    if s_spent <= 0 or slack <= spent:
-        return 1.0, horizon
-    return min(1.0, s_slack / s_spent), horizon
-
-
-def pit(grid: tuple, actual: float) -> float:
-    """Where `actual` fell in a predicted distribution given at the GRID levels (linear between
-    them; below the first level 0.025, above the last 0.975)."""
-    if actual < grid[0]:
-        return GRID[0] / 2
-    if actual > grid[-1]:
-        return (GRID[-1] + 1) / 2
-    i = bisect.bisect_left(grid, actual)
-    if grid[i] == actual or i == 0:
-        # ties: the middle of the levels that share this value
-        j = bisect.bisect_right(grid, actual) - 1
-        return (GRID[i] + GRID[j]) / 2
-    lo, hi = grid[i - 1], grid[i]
-    return GRID[i - 1] + (GRID[i] - GRID[i - 1]) * (actual - lo) / (hi - lo)
-
-
-def _quantiles(values: list[float], qs) -> tuple:
-    """Linear interpolation between the two nearest ranks (pandas' default), of sorted values."""
+def _quantiles(row: list[int], total: int, levels) -> tuple:
+    """Quantiles of binned times (uniform in log time within a bin; linear in the first)."""
+    if not total:
+        return (None,) * len(levels)
     out = []
-    n = len(values)
-    for q in qs:
-        pos = q * (n - 1)
-        lo = math.floor(pos)
-        hi = min(lo + 1, n - 1)
-        out.append(values[lo] + (values[hi] - values[lo]) * (pos - lo))
+    for q in levels:
+        target = q * total
+        acc = 0
+        for j, n in enumerate(row):
+            if n and acc + n >= target:
+                f = (target - acc) / n
+                lo, hi = _bounds(j)
+                out.append(lo + f * (hi - lo) if j == 0 else lo * (hi / lo) ** f)
+                break
+            acc += n
     return tuple(out)
+
+
+def describe(p: Prediction, stage: str, threshold: float = AT_RISK) -> dict:
+    """A prediction as the shipment view shows it."""
+    return {"p_late": round(p.p_late, 4), "at_risk": p.p_late >= threshold, "stage": stage,
+            "delivery_p10": iso(p.p10), "delivery_p50": iso(p.p50), "delivery_p90": iso(p.p90),
+            "compared_with": p.level}
+
+
+@dataclass
+class AtRisk:
+    """The open shipments' risk at one moment: what the at-risk gauges show."""
+    at_risk: dict = field(default_factory=lambda: defaultdict(int))   # (corridor, level, stage) -> n
+    expected_late: dict = field(default_factory=lambda: defaultdict(int))  # corridor -> sum P, in MICRO
+    scored: dict = field(default_factory=lambda: defaultdict(int))    # corridor -> open with a promise
+
+
+def score_open(model: RiskModel, entries, now: float, threshold: float = AT_RISK) -> AtRisk:
+    """P(late) of every open shipment (`timeline.open_entry` tuples; those without a promise are
+    not scored) at event time `now`: the at-risk counts and the expected number of late ones."""
+    out = AtRisk()
+    at_risk, expected, scored = out.at_risk, out.expected_late, out.scored
+    model.move_to(int(now // DAY))
+    p_late = model.p_late
+    for entry in entries:
+        if entry is None:
+            continue
+        corr, level, stage, _beyond, due, since = entry
+        if due is None:
+            continue
+        p = p_late(corr, level, stage, since, now, due)
+        scored[corr] += 1
+        expected[corr] += round(p * MICRO)
+        if p >= threshold:
+            at_risk[(corr, level, stage)] += 1
+    return out
 
 
 class Baseline:

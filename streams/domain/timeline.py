@@ -359,6 +359,7 @@ def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
         due = promise(state, policy)
         on_time = end_t <= due
         out.append(("delivered", corr, order["sl"], on_time, end_t - order["placed"]))
+        out.extend(risk.observations(corr, order["sl"], stage_durations(state), end_t))
         if not on_time:
             stages = [(stage, seconds, policy.stage_target(corr, stage, order["sl"]))
                       for stage, _start, seconds in stage_durations(state)]
@@ -399,8 +400,9 @@ def compact(state: TimelineState) -> None:
 # ---- read side --------------------------------------------------------------------------------
 def open_entry(state: TimelineState, policy: SlaPolicy) -> tuple | None:
     """What the open-shipment gauges need of one shipment, independent of the clock, else None
-    (not open): (corridor, service_level, stage, beyond, due) where the stage runs over its target
-    from `beyond` on and the shipment is overdue after `due` (None: no promise).
+    (not open): (corridor, service_level, stage, beyond, due, since) where the stage runs over its
+    target from `beyond` on, the shipment is overdue after `due` (None: no promise) and it entered
+    the stage at `since` (what its lateness risk is conditioned on, risk.score_open).
 
     Workers keep one per open shipment and update it on every write, so a scrape costs one pass
     over small tuples (`aggregate.gauges_of`), not a pass over the timelines.
@@ -411,7 +413,8 @@ def open_entry(state: TimelineState, policy: SlaPolicy) -> tuple | None:
     stage, since = cur
     corr = sys.intern(corridor(state))
     sl = service_level(state)
-    return corr, sl, stage, since + policy.stage_target(corr, stage, sl), promise(state, policy)
+    return (corr, sl, stage, since + policy.stage_target(corr, stage, sl), promise(state, policy),
+            since)
 
 
 def describe(state: TimelineState, now: float, policy: SlaPolicy) -> dict:

@@ -54,7 +54,6 @@ class Row:
     p10: float | None
     p50: float | None
     p90: float | None
-    p_history: float
     baseline: float | None
     promise: float
     delivered: float | None
@@ -102,7 +101,7 @@ def replay(states, policy: SlaPolicy) -> Backtest:
     for at, kind, _rank, sid, payload in actions:
         if kind == 1:
             corridor, level, stages = payload
-            model.delivered(sid, corridor, level, [(s, start, dwell) for s, start, dwell in stages], at)
+            model.delivered(corridor, level, stages, at)
             handover = next((start for s, start, _d in stages if s == "origin"), None)
             if handover is not None:
                 baseline.delivered(corridor, handover, at)
@@ -112,10 +111,8 @@ def replay(states, policy: SlaPolicy) -> Backtest:
         p = model.predict(corridor, level, stage, at, at, promise)
         milestone = MILESTONE_OF[stage]
         base = baseline.predict(corridor, at, promise) if milestone == HANDOVER else None
-        out.rows.append(Row(sid, corridor, milestone, at, p.p_late, p.p10, p.p50, p.p90, p.p_history,
+        out.rows.append(Row(sid, corridor, milestone, at, p.p_late, p.p10, p.p50, p.p90,
                             base, promise, delivered, earlier))
-        model.predicted(sid, stage, p)
-        model.entered(sid, stage, at)
     return out
 
 
@@ -129,9 +126,8 @@ def lead_bucket(days: float) -> str:
 
 
 def scores(rows: list[Row], predictor: str, threshold: float) -> dict:
-    """The scores of one predictor ("model", "history", "baseline") over `rows`."""
-    pick = {"model": lambda r: r.p_late, "history": lambda r: r.p_history,
-            "baseline": lambda r: r.baseline}[predictor]
+    """The scores of one predictor ("model", "baseline") over `rows`."""
+    pick = {"model": lambda r: r.p_late, "baseline": lambda r: r.baseline}[predictor]
     rows = [r for r in rows if pick(r) is not None]
     labels = [r.late for r in rows]
     values = [pick(r) for r in rows]
@@ -149,14 +145,14 @@ def scores(rows: list[Row], predictor: str, threshold: float) -> dict:
 
 def summary(bt: Backtest, threshold: float) -> list[dict]:
     """Score rows: every milestone (all lead times), then per milestone and lead time bucket; the
-    baseline and the history-only ablation beside the model at hand-over."""
+    baseline beside the model at hand-over."""
     scored = bt.scored()
     out = []
     for milestone in MILESTONE_OF.values():
         rows = [r for r in scored if r.milestone == milestone]
         if not rows:
             continue
-        predictors = ("model", "history", "baseline") if milestone == HANDOVER else ("model", "history")
+        predictors = ("model", "baseline") if milestone == HANDOVER else ("model",)
         for predictor in predictors:
             out.append({"milestone": milestone, "lead": "all", **scores(rows, predictor, threshold)})
         buckets = {}
@@ -200,7 +196,7 @@ def render(table: list[dict], fmt: str) -> str:
 
 def write_predictions(bt: Backtest, path: str) -> None:
     fields = ("shipment_id", "corridor", "milestone", "predicted_at", "p_late", "p10", "p50", "p90",
-              "p_late_history", "p_late_baseline", "promised_delivery_at", "delivered_at", "late",
+              "p_late_baseline", "promised_delivery_at", "delivered_at", "late",
               "earlier_deliveries")
     try:
         with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -208,7 +204,7 @@ def write_predictions(bt: Backtest, path: str) -> None:
             out.writerow(fields)
             for r in bt.rows:
                 out.writerow([r.shipment, r.corridor, r.milestone, iso(r.at), f"{r.p_late:.6f}",
-                              iso(r.p10), iso(r.p50), iso(r.p90), f"{r.p_history:.6f}",
+                              iso(r.p10), iso(r.p50), iso(r.p90),
                               "" if r.baseline is None else f"{r.baseline:.6f}", iso(r.promise),
                               iso(r.delivered) or "", "" if r.delivered is None else str(r.late).lower(),
                               r.earlier])
@@ -217,15 +213,14 @@ def write_predictions(bt: Backtest, path: str) -> None:
 
 
 def plot(bt: Backtest, path: str) -> None:
-    """Precision-recall of the model, the history-only ablation and the baseline at hand-over, and
+    """Precision-recall of the model and the baseline at hand-over, and
     the model's calibration (predicted vs observed late share, deciles of P(late))."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [r for r in bt.scored() if r.milestone == HANDOVER]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name, pick in (("model", lambda r: r.p_late), ("history only", lambda r: r.p_history),
-                       ("baseline", lambda r: r.baseline)):
+    for name, pick in (("model", lambda r: r.p_late), ("baseline", lambda r: r.baseline)):
         ps = sorted(((pick(r), r.late) for r in rows if pick(r) is not None), key=lambda x: -x[0])
         positives = sum(y for _, y in ps) or 1
         tp = fp = 0

@@ -96,6 +96,7 @@ NOT_EVALUATED: dict[str, str] = {
     "CorridorDeadLetterRatioHigh": "a rate over 15 minutes",
     "CorridorStreamClockStopped": "changes over 15 minutes",
     "CorridorRebalanceStorm": "an increase over 10 minutes",
+    "CorridorAtRiskRising": "the view shows no prediction columns yet (docs/risk.md)",
 }
 
 

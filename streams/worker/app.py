@@ -37,6 +37,7 @@ from streams.worker.watch import watch_cluster
 log = logging.getLogger("corridor")
 
 CLOCK_PERSIST_SECONDS = 1.0      # how often a worker shares its partitions' clocks
+RISK_SECONDS = 1.0               # how often risk counts are shared and open shipments scored
 SETTLE_IDLE_SECONDS = 1.0        # how often idle partitions are settled against the wall clock
 #: Faust's count-based commit, set out of reach (faust_settings).
 COMMIT_EVERY_MESSAGES = 10**9
@@ -134,7 +135,15 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     clock = app.GlobalTable("clock", default=None, partitions=1, recovery_buffer_size=1,
                             use_partitioner=True, key_type=str, value_type=float,
                             store="memory://clock")
-    tables = Tables(timelines=table("timelines"), orders=table("orders"), totals=totals, clock=clock)
+    # The fleet's lateness model: each owner shares its partitions' risk counts (docs/risk.md
+    # "Online"); a memory store for the same reason as the clock.
+    risk_counts = app.GlobalTable("risk", default=None, partitions=1, recovery_buffer_size=1,
+                                  use_partitioner=True, key_type=str,
+                                  schema=faust.Schema(key_type=str, key_serializer="utf8",
+                                                      value_serializer="orjson"),
+                                  store="memory://risk")
+    tables = Tables(timelines=table("timelines"), orders=table("orders"), totals=totals, clock=clock,
+                    risk=risk_counts)
     dlq = {name: topic(dlq_name(name)) for name in settings.input_topics.values()}
     pipe = app.corridor = Pipeline(settings, policy, app, tables, dlq)
     reroute = Rerouter(settings, lambda: app.producer, pipe.counters)
@@ -173,6 +182,11 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
         if pipe.persist_clock() and app.corridor_end_markers:
             await app.producer.mark_changelog_ends()     # an idle worker commits nothing after
         pipe.warm_open_index()
+
+    @app.timer(RISK_SECONDS)
+    async def score_risk():
+        pipe.publish_risk()
+        await pipe.score_risk()
 
     @app.timer(SETTLE_IDLE_SECONDS)
     async def settle_idle():

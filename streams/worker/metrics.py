@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from streams.domain import aggregate
 from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
+from streams.domain.risk import MICRO
 
 
 def register_process_metrics(registry: CollectorRegistry) -> None:
@@ -332,6 +333,47 @@ class WorkerCollector(Collector):
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class RiskCollector(Collector):
+    """The open shipments' lateness risk as the worker last scored it (Pipeline.score_risk:
+    (risk.AtRisk, stream time scored at), or None before the first pass). Like the open-shipment
+    gauges, per worker (no partition label): sum over workers."""
+
+    def __init__(self, latest: Callable[[], tuple | None]):
+        self._latest = latest
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterable:
+        yield from risk_families(self._latest())
+
+
+def risk_families(latest):
+    at_risk = GaugeMetricFamily(
+        "corridor_shipments_at_risk", "Open shipments whose predicted P(late) is at or above the "
+        "SLA policy's [risk] at_risk (docs/risk.md), by the stage they are in.",
+        labels=["corridor", "service_level", "stage"])
+    expected = GaugeMetricFamily(
+        "corridor_shipments_predicted_late", "Sum of P(late) over the open shipments with a "
+        "promise: how many of them are expected to be late.", labels=["corridor"])
+    scored = GaugeMetricFamily(
+        "corridor_shipments_scored", "Open shipments with a promise, whose P(late) is scored.",
+        labels=["corridor"])
+    when = GaugeMetricFamily(
+        "corridor_risk_scored_time_seconds", "The stream time (Unix seconds) at which the open "
+        "shipments' risk was last scored.")
+    if latest is not None:
+        out, now = latest
+        for (corr, level, stage), n in sorted(out.at_risk.items()):
+            at_risk.add_metric([corr, level, stage], n)
+        for corr, micro in sorted(out.expected_late.items()):
+            expected.add_metric([corr], micro / MICRO)
+        for corr, n in sorted(out.scored.items()):
+            scored.add_metric([corr], n)
+        when.add_metric([], now)
+    yield from (at_risk, expected, scored, when)
 
 
 class AwaitingCollector(Collector):

@@ -8,6 +8,7 @@ processes except through Kafka (the `clock` table carries each partition's water
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from streams.contract import deadletter
 from streams.contract.codec import Decoder, Rejected, accepted_countries
 from streams.contract.internal import link_value
-from streams.domain import aggregate, orders as order_side, timeline, watermark as wm
+from streams.domain import aggregate, orders as order_side, risk, timeline, watermark as wm
 from streams.domain import totals as totals_rule
 from streams.domain.join import Link
 from streams.domain.partitioning import partition_for
@@ -27,7 +28,7 @@ from streams.domain.policy import SlaPolicy
 from streams.domain.stages import parse_time
 from streams.settings import Settings
 from streams.worker.indexes import Expiry, settle_index
-from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
+from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters, RiskCollector,
                                     TotalsExposition, WorkerCollector, register_process_metrics)
 from streams.worker.reroute import as_produced
 from streams.worker.sends import log_send_error
@@ -36,6 +37,9 @@ log = logging.getLogger("corridor")
 
 #: How long an agent reuses a partition's settle watermark (seconds of wall time).
 SETTLE_MARK_SECONDS = 0.02
+#: A scoring pass of the open shipments' risk waits this many times its own duration before the
+#: next (at 1M open shipments a pass takes seconds; the agents keep most of the worker).
+RISK_SCORE_RATIO = 4.0
 #: The source under which settled observations are numbered (part of the changelog format).
 FIN_SOURCE = totals_rule.SETTLED
 
@@ -46,6 +50,7 @@ class Tables(NamedTuple):
     orders: object          # order_id -> order state
     totals: object          # "<partition>|<corridor>" -> corridor totals
     clock: object           # global: "p<n>", "w<n>", "t<n>|<topic>" -> event time
+    risk: object = None     # global: "<partition>|<corridor>#<day>" -> {"s": seq, "c": risk counts}
 
 
 class Pipeline:
@@ -55,7 +60,7 @@ class Pipeline:
         self.settings = settings
         self.policy = policy
         self.app = app
-        self.timelines, self.orders, self.totals, self.clock = tables
+        self.timelines, self.orders, self.totals, self.clock, self.risk_table = tables
         self.dlq = dlq                           # input topic -> its dead-letter topic
         retention = settings.retention_seconds
         self.registry = CollectorRegistry(auto_describe=False)
@@ -74,6 +79,16 @@ class Pipeline:
         self.totals_text = TotalsExposition()
         self.registry.register(WorkerCollector(self.offsets, settings.partitions))
         self.registry.register(AwaitingCollector(self.waiting_counts))
+        #: The fleet's lateness model: the risk counts of every partition (the global `risk` table,
+        #: which each owner fills from its totals), and the open shipments' risk it last scored.
+        self.risk_model = risk.RiskModel()
+        self._risk_applied: dict[str, tuple] = {}      # risk table key -> (seq, counts) applied
+        self._risk_dirty: set[str] = set()             # totals keys whose risk counts moved
+        self._risk_checked: set[int] = set()           # partitions compared with the table
+        self._at_risk: tuple[risk.AtRisk, float] | None = None
+        self._risk_pass = 0.0                          # wall seconds the last scoring took
+        self._risk_next = 0.0
+        self.registry.register(RiskCollector(lambda: self._at_risk))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes,
                                       countries=accepted_countries(settings.region_code_set))
                          for kind in settings.input_topics}
@@ -388,6 +403,8 @@ class Pipeline:
             record = self.totals.get(key) or aggregate.new_totals()
             if totals_rule.count_once(record, FIN_SOURCE, seq, items):
                 self.totals[key] = record
+                if risk.is_risk_key(corr):
+                    self._risk_dirty.add(key)
 
     def settle_due(self, partition: int, mark: float | None) -> None:
         """Settle every shipment of the partition that the watermark has passed, and write it."""
@@ -485,7 +502,7 @@ class Pipeline:
         out = {}
         for key, tot in self.totals.items():
             p, corr = totals_rule.split_key(key)
-            if p in owned:
+            if p in owned and not risk.is_risk_key(corr):
                 out[(corr, str(p))] = tot       # the partition as its label value
         return out
 
@@ -602,6 +619,101 @@ class Pipeline:
             return False
         bound = self._side_bound.get((side, partition))
         return bound is not None and due < bound
+
+    # ---- lateness risk (docs/risk.md "Online") -------------------------------------------------
+    def publish_risk(self) -> int:
+        """Share the risk counts of the owned partitions' totals with every worker (the global
+        `risk` table): the records counted into since the last call, and once per assignment
+        every record the table does not hold as it is (a crash between the two). Returns how many
+        were written."""
+        table = self.risk_table
+        if table is None or not self.assigned or not self.settled():
+            return 0
+        owned = self.owned_partitions()
+        todo = set(self._risk_dirty)
+        self._risk_dirty.clear()
+        for p in owned - self._risk_checked:
+            todo.update(k for k in self.totals.keys()
+                        if k.startswith(f"{p}|") and risk.is_risk_key(k))
+        self._risk_checked = owned
+        wrote = 0
+        for key in todo:
+            p, name = totals_rule.split_key(key)
+            record = self.totals.get(key)
+            if p not in owned or record is None:
+                continue
+            value = {"s": totals_rule.counted(record, FIN_SOURCE), "c": record.get("risk", {})}
+            held = table.get(key)
+            if held is None or held.get("s") != value["s"]:
+                table[key] = value
+                wrote += 1
+        return wrote
+
+    def sync_risk(self) -> None:
+        """Bring the fleet's model up to the global `risk` table (what changed since last time)."""
+        table = self.risk_table
+        if table is None:
+            return
+        applied = self._risk_applied
+        seen = set()
+        model = self.risk_model
+        for key, value in list(table.items()):
+            seen.add(key)
+            if not value:
+                continue
+            old = applied.get(key)
+            if old is not None and old[0] == value["s"]:
+                continue
+            name = totals_rule.split_key(key)[1]
+            if old is not None:
+                model.add(name, old[1], -1)
+            counts = dict(value["c"])
+            model.add(name, counts)
+            applied[key] = (value["s"], counts)
+        for key in set(applied) - seen:
+            model.add(totals_rule.split_key(key)[1], applied.pop(key)[1], -1)
+
+    async def score_risk(self, chunk: int = 20_000) -> bool:
+        """Score every open shipment of the owned partitions against the fleet's model at the
+        stream clock (risk.score_open), a chunk at a time so that the agents go on meanwhile. At
+        most once per RISK_SCORE_RATIO times the last pass's duration. True if it scored."""
+        wall = time.monotonic()
+        if wall < self._risk_next or not self.assigned or not self.settled():
+            return False
+        self.sync_risk()
+        owned = self.owned_partitions()
+        now = self.stream_time(owned)
+        if now is None:
+            return False
+        self._build_open_index(owned)
+        entries = [e for p in owned for e in list(self.open_index.get(p, {}).values())]
+        threshold = self.policy.at_risk
+        start = time.perf_counter()
+        out = risk.AtRisk()
+        for i in range(0, len(entries), chunk):
+            if i:
+                await asyncio.sleep(0)
+            part = risk.score_open(self.risk_model, entries[i:i + chunk], now, threshold)
+            for field_name in ("at_risk", "expected_late", "scored"):
+                mine = getattr(out, field_name)
+                for k, v in getattr(part, field_name).items():
+                    mine[k] += v
+        took = time.perf_counter() - start
+        self._risk_next = time.monotonic() + RISK_SCORE_RATIO * took
+        if self.settled() and self.owned_partitions() == owned:
+            self._at_risk = (out, now)
+        return True
+
+    def predict(self, state: dict, now: float) -> dict | None:
+        """The lateness prediction of one shipment at `now` (the /shipments/{id} view): None if it
+        is not open or has no promise."""
+        entry = timeline.open_entry(state, self.policy)
+        if entry is None or entry[4] is None:
+            return None
+        self.sync_risk()
+        corr, level, stage, _beyond, due, since = entry
+        return risk.describe(self.risk_model.predict(corr, level, stage, since, now, due), stage,
+                             self.policy.at_risk)
 
     def persist_clock(self) -> bool:
         """Share this worker's partition clocks with every worker (the global `clock` table);

@@ -36,7 +36,9 @@ def register(app, pipe) -> None:
         if state is None:
             return web.json({"error": f"shipment {shipment_id} not found"}, status=404)
         now = pipe.stream_time(pipe.owned_partitions()) or state["last"]
-        return web.json(timeline.describe(state, now, pipe.policy))
+        view = timeline.describe(state, now, pipe.policy)
+        view["prediction"] = pipe.predict(state, now)
+        return web.json(view)
 
     @app.page("/corridors")
     async def corridors(web, request):

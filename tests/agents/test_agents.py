@@ -7,6 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from builders import HOUR, T0_EPOCH, journey
+from streams.domain import risk
 from streams.domain.engine import Engine
 from streams.domain.policy import SlaPolicy
 
@@ -18,19 +19,43 @@ CONSUMED = "corridor_events_consumed_total"
 REJECTED = "corridor_events_rejected_total"
 
 
-def reference_totals(events) -> dict:
-    """The pure engine's figures for the same events: the agents must agree with the domain."""
+def reference(events) -> Engine:
+    """The pure engine fed the same events: the agents must agree with the domain."""
     eng = Engine(SlaPolicy.load())
     for kind, ev in events:
         eng.feed(kind, ev)
-    return eng.finish().totals
+    return eng.finish()
+
+
+def reference_totals(events) -> dict:
+    return reference(events).totals
+
+
+#: The risk samples of builders.journey's delivery (standard; placed 0 h, picked up 10, departed
+#: 30, arrived 80, released 100, delivered 130 h on day 20148 + 5): per stage, the cell of (hours
+#: in the stage, hours from entering it to the delivery).
+JOURNEY_DAY = 20153
+JOURNEY_RISK = {f"standard|{stage}|{risk.cell(hours * HOUR, to_delivery * HOUR)}": 1
+                for stage, hours, to_delivery in (("fulfilment", 10, 130), ("origin", 20, 120),
+                                                  ("linehaul", 50, 100), ("customs", 20, 50),
+                                                  ("last_mile", 30, 30))}
+
+
+def corridor_totals(totals: dict) -> dict:
+    """The corridor records of a totals table, without the risk samples' "<corridor>#<day>" ones."""
+    return {k: v for k, v in totals.items() if not risk.is_risk_key(k.split("|", 1)[1])}
 
 
 def assert_complete_journey(w, sid: str) -> None:
     p = w.partition(sid)
     key = f"{p}|CN-AU"
+    risk_key = f"{p}|CN-AU#{JOURNEY_DAY}"
     totals = w.totals()
-    assert list(totals) == [key]
+    assert sorted(totals) == [key, risk_key]
+    # the delivery's risk samples: counted by its settlement (the second: the hold, then the end)
+    assert totals[risk_key] == {"delivered": {}, "exceptions": {}, "transit": {}, "dwell": {},
+                                "risk": JOURNEY_RISK, "o": {"#fin": 2}}
+    assert len(JOURNEY_RISK) == 5       # five stages, five different cells
     tot = totals[key]
     assert tot["delivered"] == {"standard|true": 1}
     assert tot["exceptions"] == {"customs_hold": 1}
@@ -52,11 +77,16 @@ async def test_complete_journey_through_both_agents(worker):
         await w.feed_all(events)
 
         assert_complete_journey(w, "S1")
-        assert {corr for key, corr in (k.split("|") for k in w.totals())} == set(reference_totals(events))
+        eng = reference(events)
+        assert {k.split("|")[1] for k in corridor_totals(w.totals())} == set(eng.totals)
         totals = w.totals()[f"{w.partition('S1')}|CN-AU"]
         # per source topic, the offset of the last message counted (what a redelivery is held to)
         assert totals.pop("o") == {"#fin": 2}        # the hold, then the end (Pipeline.settle)
-        assert totals == reference_totals(events)["CN-AU"]
+        assert totals == eng.totals["CN-AU"]
+        # the Engine keeps the risk samples apart, under the same "<corridor>#<day>" key
+        assert eng.risk == {f"CN-AU#{JOURNEY_DAY}": JOURNEY_RISK}
+        assert w.totals()[f"{w.partition('S1')}|CN-AU#{JOURNEY_DAY}"]["risk"] == eng.risk[
+            f"CN-AU#{JOURNEY_DAY}"]
         # the join went through the internal topics, keyed for co-partitioning
         links = w.producer.sent_to(w.settings.topic_order_links)
         forwards = w.producer.sent_to(w.settings.topic_shipment_orders)
@@ -201,11 +231,13 @@ async def test_changelogs_are_written_behind_once_per_key_per_commit_states_firs
         log = [(s.topic.rsplit("-", 2)[-2], s.key, s.partition) for s in w.producer.changelog]
         p_s, p_o = w.partition("S1"), w.partition("O1")
         assert log == [("timelines", b"S1", p_s), ("orders", b"O1", p_o),
-                       ("totals", f"{p_s}|CN-AU".encode(), p_s)]
+                       ("totals", f"{p_s}|CN-AU".encode(), p_s),
+                       ("totals", f"{p_s}|CN-AU#{JOURNEY_DAY}".encode(), p_s)]
         last = {s.key: orjson.loads(s.value) for s in w.producer.changelog}
         as_json = lambda v: orjson.loads(orjson.dumps(v))          # noqa: E731 (tuples -> lists)
         assert last[b"S1"] == as_json(w.pipe.timelines["S1"])
         assert last[f"{p_s}|CN-AU".encode()] == as_json(w.pipe.totals[f"{p_s}|CN-AU"])
+        assert last[f"{p_s}|CN-AU#{JOURNEY_DAY}".encode()]["risk"] == JOURNEY_RISK
         # The bytes are those faust's own serializers give (take_changelog skips their dispatch).
         for s in w.producer.changelog:
             table = next(t for t in (w.pipe.timelines, w.pipe.orders, w.pipe.totals)
@@ -214,7 +246,7 @@ async def test_changelogs_are_written_behind_once_per_key_per_commit_states_firs
             topic = table.changelog_topic
             assert s.key == topic.prepare_key(key, table.key_serializer)[0]
             assert s.value == topic.prepare_value(table[key], table.value_serializer)[0]
-        assert await w.commit() == [] and len(w.producer.changelog) == 3   # nothing pending
+        assert await w.commit() == [] and len(w.producer.changelog) == 4   # nothing pending
     # Deletes (expiry) send tombstones the same way: tests/e2e/test_retention.py restarts a worker
     # after one and finds the shipment still gone.
 

@@ -46,15 +46,15 @@ def test_corridor_topics_creates_every_topic_once_with_the_settings(broker):
 
     check = corridor("topics", "--check", env=env)
     assert check.returncode == 1, check.stderr
-    assert check.stdout.count("MISSING") == 16
+    assert check.stdout.count("MISSING") == 17
     assert topics_of(broker, app) == {}                       # --check created nothing
 
     first = corridor("topics", env=env)
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
-    assert lines[0] == (f"16 topics at {broker.url} (partitions 3, replication factor 1, "
+    assert lines[0] == (f"17 topics at {broker.url} (partitions 3, replication factor 1, "
                         "min.insync.replicas 1)")
-    assert sum(ln.endswith(" created") for ln in lines) == 16
+    assert sum(ln.endswith(" created") for ln in lines) == 17
     assert topics_of(broker, app) == {
         f"{app}.orders": 3, f"{app}.shipments": 3, f"{app}.customs-events": 3,
         f"{app}.orders.dlq": 3, f"{app}.shipments.dlq": 3, f"{app}.customs-events.dlq": 3,
@@ -67,7 +67,7 @@ def test_corridor_topics_creates_every_topic_once_with_the_settings(broker):
 
     again = corridor("topics", "--check", env=env)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count(" present") == 16
+    assert again.stdout.count(" present") == 17
 
 
 def test_corridor_topics_refuses_a_topic_with_the_wrong_partition_count(broker):

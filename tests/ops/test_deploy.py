@@ -50,7 +50,9 @@ GAUGES = {"corridor_shipments_in_stage", "corridor_shipments_overdue",
           "corridor_partitions_assigned", "corridor_partitions_configured",
           "corridor_shipments_awaiting_order",
           "corridor_shipments_pending_final", "corridor_worker_ready",
-          "corridor_memory_limit_bytes"}
+          "corridor_memory_limit_bytes", "corridor_shipments_at_risk",
+          "corridor_shipments_predicted_late", "corridor_shipments_scored",
+          "corridor_risk_scored_time_seconds"}
 EXPOSED = ({f"{c}_total" for c in COUNTERS} | GAUGES
            | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")})
 
@@ -392,7 +394,8 @@ def test_the_worker_declares_the_tables_the_topics_service_creates():
     app = create_app(Settings(app_id="corridor-x", partitions=7, store="memory://"))
     changelogs = {t.changelog_topic.get_topic_name(): t.partitions for t in app.tables.values()}
     assert changelogs == {"corridor-x-timelines-changelog": 7, "corridor-x-orders-changelog": 7,
-                          "corridor-x-totals-changelog": 7, "corridor-x-clock-changelog": 1}
+                          "corridor-x-totals-changelog": 7, "corridor-x-clock-changelog": 1,
+                          "corridor-x-risk-changelog": 1}
 
 
 # ---- Kubernetes -----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ RUNBOOK = REPO / "deploy" / "RUNBOOK.md"
 
 #: Alerts about one corridor: warnings for logistics-ops.
 CORRIDOR_ALERTS = {"CorridorOnTimeRateLow", "CorridorOverdueBacklog", "CorridorStageBottleneck",
-                   "CorridorNoTraffic"}
+                   "CorridorNoTraffic", "CorridorAtRiskRising"}
 #: Alerts about the fleet rather than one corridor (their summary names no corridor), labelled
 #: team="platform": warnings go to the platform receiver, critical ones page.
 FLEET_ALERTS = {"CorridorWorkerDown", "CorridorConsumerLag", "CorridorNoTargets",

@@ -33,13 +33,15 @@ def test_a_prediction_sees_only_deliveries_strictly_before_it():
     rows = {(r.shipment, r.milestone): r for r in bt.rows}
     assert rows[("B", "picked_up")].earlier == 0 and rows[("C", "picked_up")].earlier == 1
     # nothing delivered before B's hand-over (A's delivery at the same second is not known yet)
-    assert rows[("B", "picked_up")].p_history == 0.0
+    assert rows[("B", "picked_up")].p_late == 0.0
     assert rows[("B", "picked_up")].p10 is None
     # C sees A: 120 h from hand-over to delivery against C's slack (CN-AU standard promise 288 h
-    # after 120 h, from 131 h: 277 h): not late, and the range is A's 120 h
+    # after 120 h, from 131 h: 277 h): not late (120 h is in bin 1 + int(4 * log2 120) = 28, the
+    # slack in bin 33), and the range is A's one sample, spread uniformly in log time over its
+    # bin [2^6.75 h, 2^7 h): the median is 2^6.875 h = 117.4 h
     c = rows[("C", "picked_up")]
-    assert c.p_history == pytest.approx(0.0)
-    assert c.p50 == pytest.approx(T0_EPOCH + 131 * HOUR + 120 * HOUR)
+    assert c.p_late == 0.0
+    assert c.p50 == pytest.approx(T0_EPOCH + 131 * HOUR + 2 ** 6.875 * HOUR)
     # every milestone of A was predicted, in journey order
     assert [r.milestone for r in bt.rows if r.shipment == "A"] == [
         "order_placed", "picked_up", "departed_origin", "arrived_destination", "released"]

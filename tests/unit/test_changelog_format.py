@@ -3,8 +3,9 @@ reading the records that are already in changelogs.
 
 - Shape: the records the domain builds, as a changelog carries them (orjson JSON), have exactly
   the keys and value types that the TypedDicts in records.py declare.
-- Golden records: changelog_fixtures/v5 holds records written by today's code, frozen, and v4
-  those of the code before the lateness attribution (the same history, frozen earlier).
+- Golden records: changelog_fixtures/v6 holds records written by today's code, frozen, v5 those
+  of the code before the lateness prediction (the same history, frozen earlier) and v4 those of
+  the code before the lateness attribution (frozen earlier still).
   changelog_fixtures/v3 and v1 hold records written by the code of 0035b5f and 8eceba3
   (changelog versions 3 and 1; changelog_fixtures/README.md says how each was made). Loading
   them and going on with today's code gives exact figures. A change to a record's shape has to
@@ -27,7 +28,7 @@ import orjson
 import pytest
 
 from builders import HOUR, T0_EPOCH, customs, journey, order, ship
-from streams.domain import aggregate, join, orders as order_side, records, timeline, totals
+from streams.domain import aggregate, join, orders as order_side, records, risk, timeline, totals
 from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS
 from streams.domain.policy import SlaPolicy
 
@@ -282,6 +283,67 @@ def dwell(*hours: float) -> list:
     return row(DWELL_BUCKETS, *hours)
 
 
+def day_of(hours: float) -> int:
+    """The epoch day of `hours` after T0 (T0, 2025-03-01, is day 20148)."""
+    return 20148 + int(hours // 24)
+
+
+def risk_record(seq: int, level: str, delivered_h: float, *stages: tuple) -> tuple[str, dict]:
+    """The totals key and record of one delivery's risk samples (changelog version 6), from its
+    stages as (stage, entered, hours in it) in hours after T0, worked out from the history: each
+    is counted in cell (hours in the stage, hours from entering it to the delivery)."""
+    counts = {f"{level}|{stage}|{risk.cell(hours * HOUR, (delivered_h - entered) * HOUR)}": 1
+              for stage, entered, hours in stages}
+    return (totals.key(P, risk.risk_key("CN-AU", day_of(delivered_h))),
+            {"delivered": {}, "exceptions": {}, "transit": {}, "dwell": {}, "risk": counts,
+             "o": {FIN: seq}})
+
+
+def corridor_records(values: dict) -> dict:
+    return {k: v for k, v in values.items() if not risk.is_risk_key(totals.split_key(k)[1])}
+
+
+def risk_records(values: dict) -> dict:
+    return {k: v for k, v in values.items() if risk.is_risk_key(totals.split_key(k)[1])}
+
+
+#: The risk samples of S1, S2, S3 and S4 (see their histories below: v4_until_freeze, continue_v4,
+#: v5_until_freeze), each the settlement number that counted its delivery.
+#: S1 (standard, placed 0 h, picked up 10, departed 30, arrived 80, released 100, delivered 130 h).
+def s1_risk(seq: int) -> tuple[str, dict]:
+    return risk_record(seq, "standard", 130.0, ("fulfilment", 0.0, 10.0), ("origin", 10.0, 20.0),
+                       ("linehaul", 30.0, 50.0), ("customs", 80.0, 20.0),
+                       ("last_mile", 100.0, 30.0))
+
+
+#: S2 (express, placed 20 h, picked up 24, departed 40, arrived 170, released 190, delivered 200 h):
+#: fulfilment 4 h (180 h to delivery), origin 16 h (176), linehaul 130 h (160), customs 20 h (30),
+#: last_mile 10 h (10). Its fulfilment by hand: bin_of(4 h) = 1 + int(4 * log2 4) = 9 and
+#: bin_of(180 h) = 1 + int(4 * 7.49) = 30, so cell 9 * 50 + 30 = 480.
+def s2_risk(seq: int) -> tuple[str, dict]:
+    record = risk_record(seq, "express", 200.0, ("fulfilment", 20.0, 4.0), ("origin", 24.0, 16.0),
+                         ("linehaul", 40.0, 130.0), ("customs", 170.0, 20.0),
+                         ("last_mile", 190.0, 10.0))
+    assert record[0] == "0|CN-AU#20156" and "express|fulfilment|480" in record[1]["risk"]
+    return record
+
+
+#: S3 (standard, its order O3 placed 100 h, picked up 105, departed 110, arrived 130, released 140,
+#: delivered 160 h).
+def s3_risk(seq: int) -> tuple[str, dict]:
+    return risk_record(seq, "standard", 160.0, ("fulfilment", 100.0, 5.0), ("origin", 105.0, 5.0),
+                       ("linehaul", 110.0, 20.0), ("customs", 130.0, 10.0),
+                       ("last_mile", 140.0, 20.0))
+
+
+#: S4 (standard, placed 200 h, picked up 210, departed 230, arrived 340, released 420, delivered
+#: 430 h).
+def s4_risk(seq: int) -> tuple[str, dict]:
+    return risk_record(seq, "standard", 430.0, ("fulfilment", 200.0, 10.0), ("origin", 210.0, 20.0),
+                       ("linehaul", 230.0, 110.0), ("customs", 340.0, 80.0),
+                       ("last_mile", 420.0, 10.0))
+
+
 # ---- shape of the records the domain builds -----------------------------------------------------
 def test_a_timeline_has_the_declared_shape_after_apply_settle_and_remember():
     state = None
@@ -300,7 +362,9 @@ def test_a_timeline_has_the_declared_shape_after_apply_settle_and_remember():
     assert "lobs" in state
 
     obs = timeline.settle(state, POLICY, h(130.0) + GRACE + 1, GRACE)     # final
-    assert state["fin"] and state["observed"] and len(obs) == 6
+    # 5 dwell, the delivery, and a risk sample per stage (version 6)
+    assert state["fin"] and state["observed"] and len(obs) == 11
+    assert [o[0] for o in obs].count("risk") == 5
     assert_shape(state, records.TimelineState)
     assert problems(round_trip(obs), list[records.Observation]) == []
     timeline.remember(state, FIN, 2, obs)
@@ -334,6 +398,12 @@ def test_totals_have_the_declared_shape_after_add():
                 ["exception", "CN-AU", "customs_hold"]]:               # as read from `lobs`
         aggregate.add(record, obs)
         assert_shape(record, records.TotalsRecord)
+    samples = aggregate.new_totals()                    # a "<corridor>#<day>" record
+    for obs in [("risk", "CN-AU#20153", "standard|customs|924"),
+                ["risk", "CN-AU#20153", "standard|customs|924"]]:
+        aggregate.add(samples, obs)
+        assert_shape(samples, records.TotalsRecord)
+    assert samples["risk"] == {"standard|customs|924": 2}
     assert totals.count_once(record, FIN, 1, [("exception", "CN-AU", "lost")])
     assert_shape(record, records.TotalsRecord)
     assert record["o"] == {FIN: 1}
@@ -351,13 +421,13 @@ def test_every_record_the_worker_writes_has_the_declared_shape():
 
 # ---- golden records ------------------------------------------------------------------------------
 def test_the_fixture_files_hold_changelog_bytes():
-    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4", "v5"}
+    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4", "v5", "v6"}
     for path in fixture_files():
         assert path.read_text() == render(orjson.loads(path.read_bytes())), path
 
 
 def test_every_fixture_record_loads_into_the_declared_shape():
-    for version in (1, 3, 4, 5):
+    for version in (1, 3, 4, 5, 6):
         for table in TABLES:
             for key, value in fixture(version, table).items():
                 loaded = LOADERS[table](copy.deepcopy(value))
@@ -408,7 +478,9 @@ def test_todays_changelog_loads_and_continues_with_exact_figures():
     assert p.timelines["S1"]["end"] == ["delivered", h(130.0)]
     assert all(p.timelines[s]["fin"] and p.timelines[s]["observed"] for s in ("S2", "S3"))
     assert order_side.expires_at(p.orders["O3"], RETENTION) == h(101.0) + RETENTION
-    assert p.totals == {"0|CN-AU": {
+    # S1 was counted by version 4 code, before risk samples: only S3's and S2's have them
+    assert risk_records(p.totals) == dict([s3_risk(5), s2_risk(6)])
+    assert corridor_records(p.totals) == {"0|CN-AU": {
         "delivered": {"standard|true": 2, "express|false": 1},   # S2: 180 h > express 144 h
         "exceptions": {"customs_hold": 2, "delivery_failed": 1},
         "transit": {"standard": transit(130, 60), "express": transit(180)},
@@ -453,12 +525,64 @@ def test_a_version_5_changelog_continues_and_attributes_lateness_exactly():
     assert late == {"linehaul": 36 * 3600 + 32_870, "customs": 75_130}
     assert p.totals["0|CN-AU"]["delivered"] == {"standard|true": 2, "express|false": 1,
                                                 "standard|false": 1}
+    # version 5 code counted no risk samples; S4, settled now (number 7), has them
+    assert risk_records(p.totals) == dict([s4_risk(7)])
 
 
-@pytest.mark.parametrize("version, seqs", [(4, [1, 2, 3]), (5, [1, 2, 3, 4, 5, 6])])
+# ---- the history behind the version 6 fixtures: version 5's, continued, then S5 -----------------
+def v6_until_freeze() -> Partition:
+    """The version 5 history, continued until S4 is final (settlement 7, its risk samples counted
+    under CN-AU#20165), then S5: placed at 450 h with a promise at 700 h, delivered at 560 h;
+    frozen before the watermark makes it final."""
+    p = v5_until_freeze()
+    p.advance(480.0)                                        # S4 final: 430 h + 48 h grace
+    cn_au = dict(origin_country="CN", destination_country="AU")
+    p.feed("orders", order("O5", 450.0, promised_h=700.0, event_id="o5-placed"))
+    p.feed("shipments", ship("S5", "label_created", 451.0, order_ids=["O5"], event_id="s5-label", **cn_au))
+    p.feed("shipments", ship("S5", "picked_up", 460.0, event_id="s5-picked"))
+    p.feed("shipments", ship("S5", "departed_origin", 470.0, event_id="s5-departed"))
+    p.feed("shipments", ship("S5", "arrived_destination", 520.0, event_id="s5-arrived"))
+    p.feed("customs", customs("S5", "released", 540.0, event_id="c5-released"))
+    p.feed("shipments", ship("S5", "delivered", 560.0, event_id="s5-delivered"))
+    p.advance(570.0)
+    return p
+
+
+def test_a_version_6_changelog_continues_and_counts_risk_samples_exactly():
+    p = Partition.recovered(6)
+    # what today's code counted before the freeze: S1's (settled third, after S1's hold and
+    # before S3's failed delivery), S3's, S2's and S4's samples, one record per delivery day
+    assert risk_records(p.totals) == dict([s1_risk(3), s3_risk(5), s2_risk(6), s4_risk(7)])
+    assert not timeline.is_final(p.timelines["S5"])
+    p.advance(610.0)                                        # S5 final: 560 h + 48 h grace
+    assert p.recounted == {}
+    # S5 (standard): fulfilment 10 h (110 h to delivery), origin 10 h (100), linehaul 50 h (90),
+    # customs 20 h (40), last_mile 20 h (20), delivered on day 20148 + 23
+    s5 = risk_record(8, "standard", 560.0, ("fulfilment", 450.0, 10.0), ("origin", 460.0, 10.0),
+                     ("linehaul", 470.0, 50.0), ("customs", 520.0, 20.0),
+                     ("last_mile", 540.0, 20.0))
+    assert s5[0] == "0|CN-AU#20171"
+    assert risk_records(p.totals) == dict([s1_risk(3), s3_risk(5), s2_risk(6), s4_risk(7), s5])
+    assert p.totals["0|CN-AU"]["delivered"] == {"standard|true": 3, "express|false": 1,
+                                                "standard|false": 1}
+    assert p.totals["0|CN-AU"]["o"] == {FIN: 8}
+    # the lateness model read back from these records has S5's linehaul sample where it belongs
+    model = risk.RiskModel()
+    for key, record in risk_records(p.totals).items():
+        model.add(totals.split_key(key)[1], record["risk"])
+    model.move_to(day_of(560.0))
+    assert dict(model.window[("linehaul",)]) == {
+        risk.cell(hours * HOUR, to_delivery * HOUR): 1
+        for hours, to_delivery in ((50.0, 100.0), (20.0, 50.0), (130.0, 160.0), (110.0, 200.0),
+                                   (50.0, 90.0))}
+
+
+@pytest.mark.parametrize("version, seqs", [(4, [1, 2, 3]), (5, [1, 2, 3, 4, 5, 6]),
+                                           (6, [1, 2, 3, 4, 5, 6, 7])])
 def test_todays_lobs_recount_totals_that_a_crash_lost(version, seqs):
     """The `lobs` that the timelines hold are enough to recount totals lost in a crash between
-    the two changelog ranks (states are written first), late attribution included."""
+    the two changelog ranks (states are written first), late attribution and the risk records
+    of version 6 included."""
     p = Partition.recovered(version)
     p.totals.clear()
     p.reconcile()
@@ -489,7 +613,15 @@ def test_a_version_3_changelog_continues_with_exact_figures(load):
 
     assert p.timelines["S8"]["late"] == 1
     assert all(p.timelines[s]["observed"] for s in ("S7", "S8", "S9"))
-    assert p.totals == {"0|CN-AU": {
+    # today's code counts the risk samples of the deliveries it settles: S7 (standard, order O7
+    # placed 1 h, picked up 12, departed 32, arrived 82, released 102, delivered 140 h) and S9
+    # (express, placed 0 h, picked up 5, departed 20, arrived 55, released 75, delivered 85 h)
+    assert risk_records(p.totals) == dict([
+        risk_record(1, "standard", 140.0, ("fulfilment", 1.0, 11.0), ("origin", 12.0, 20.0),
+                    ("linehaul", 32.0, 50.0), ("customs", 82.0, 20.0), ("last_mile", 102.0, 38.0)),
+        risk_record(3, "express", 85.0, ("fulfilment", 0.0, 5.0), ("origin", 5.0, 15.0),
+                    ("linehaul", 20.0, 35.0), ("customs", 55.0, 20.0), ("last_mile", 75.0, 10.0))])
+    assert corridor_records(p.totals) == {"0|CN-AU": {
         "delivered": {"standard|true": 2, "express|true": 1},
         "exceptions": {"customs_hold": 2},
         "transit": {"standard": transit(130, 139), "express": transit(85)},

@@ -156,6 +156,45 @@ def test_open_gauges_overdue_excess_and_bottleneck():
     assert eng.gauges(T0_EPOCH + 100 * HOUR).bottlenecks() == {}
 
 
+def test_the_open_shipments_at_risk_from_the_deliveries_settled_so_far():
+    """Engine.at_risk: what the worker's at-risk gauges show, over the Engine's own history."""
+    eng = Engine(POLICY)
+    # two deliveries teach the model their customs samples: D1 20 h in customs (80-100 h), 50 h
+    # from entering it to delivery; D2 160 h (80-240 h), 170 h. Both final by the watermark of
+    # 301 h (D2: 250 h + 48 h grace)
+    history = journey("D1", "OD1") + journey("D2", "OD2", released=240.0, delivered=250.0)
+    # three open shipments in customs since 300 h (the watermark, their declaration, is 301 h),
+    # promised at 400 h (slack 100 h), 300.5 h (already past it) and 340 h (slack 40 h)
+    for sid, promised in (("A", 400.0), ("B", 300.5), ("C", 340.0)):
+        history += journey(sid, f"O{sid}", placed=200.0, picked=210.0, departed=220.0, arrived=300.0,
+                           released=None, delivered=None, promised_h=promised)
+    for kind, ev in history:
+        eng.feed(kind, ev)
+    assert eng.latest == T0_EPOCH + 301 * HOUR
+    assert {k: sorted(c.values()) for k, c in eng.risk.items()} == {
+        "CN-AU#20153": [1] * 5, "CN-AU#20158": [1] * 5}      # 130 h and 250 h: days 5 and 10
+
+    # every level (corridor, AU, customs) has the same 2 samples, both held longer than the 1 h
+    # spent: 50 h (bin 1 + int(4 * 5.64) = 23) and 170 h (bin 30). A's slack of 100 h (bin 27)
+    # is beaten by the 170 h one only: 1 of 2 late at each level, shrunk with 10 pseudo-samples
+    stage = 1 / 12
+    dest = (1 + 10 * stage) / 12
+    a = (1 + 10 * dest) / 12                                 # 364 / 1728 = 0.2106
+    # C's slack of 40 h (bin 22) is beaten by both
+    stage = 2 / 12
+    dest = (2 + 10 * stage) / 12
+    c = (2 + 10 * dest) / 12                                 # 728 / 1728 = 0.4213
+    assert (a, c) == (pytest.approx(364 / 1728), pytest.approx(728 / 1728))
+    out = eng.at_risk()                                      # at 301 h, at risk from 0.5
+    assert dict(out.at_risk) == {("CN-AU", "standard", "customs"): 1}       # B, past its promise
+    assert dict(out.scored) == {"CN-AU": 3}
+    assert dict(out.expected_late) == {"CN-AU": round(a * 1e6) + 1_000_000 + round(c * 1e6)}
+    assert dict(out.expected_late) == {"CN-AU": 210_648 + 1_000_000 + 421_296}
+    assert dict(eng.at_risk(threshold=0.4).at_risk) == {("CN-AU", "standard", "customs"): 2}
+    # and one under A's 0.2106 counts all three
+    assert dict(eng.at_risk(threshold=0.2).at_risk) == {("CN-AU", "standard", "customs"): 3}
+
+
 def test_several_orders_share_a_shipment_and_the_first_is_primary():
     eng = run([("orders", order("O1", 0.0, promised_h=100)),
                ("orders", order("O2", 2.0, seller="CN", buyer="AU", sl="express")),

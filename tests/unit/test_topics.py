@@ -46,6 +46,13 @@ def test_the_changelog_names_are_the_tables_of_the_app():
     app = create_app(s)
     assert {t.changelog_topic.get_topic_name(): t.partitions or s.partitions
             for t in app.tables.values()} == changelog_topics(s)
+    # the two GlobalTables, the stream clock and the fleet's lateness model counts, on one
+    # partition; the partitioned tables on the settings' partitions
+    assert changelog_topics(s) == {"prov-names-timelines-changelog": 3,
+                                   "prov-names-orders-changelog": 3,
+                                   "prov-names-totals-changelog": 3,
+                                   "prov-names-clock-changelog": 1,
+                                   "prov-names-risk-changelog": 1}
     assert faust_topics(s)["prov-names-__assignor-__leader"] == 1
 
 
@@ -55,4 +62,4 @@ def test_the_plan_lists_inputs_first_and_every_role():
     assert [r[0] for r in rows[:3]] == ["customs-events", "orders", "shipments"]
     assert {role for _, _, role in rows} == {"input", "dead letters", "internal",
                                              "changelog (compacted)", "faust assignor"}
-    assert len(rows) == 16
+    assert len(rows) == 17          # 3 inputs, 3 dead letters, 5 internal, 5 changelogs, 1 assignor
