@@ -218,23 +218,29 @@ class RiskModel:
             hit = by_spent[spent_bin] = (row, suffix)
         return hit
 
-    def _rows_for(self, corridor: str, level: str, stage: str, spent: float) -> list[tuple]:
+    def _rows_for(self, corridor: str, level: str, stage: str, spent: float) -> tuple[list, float]:
+        """The rows of the three levels conditioned on `spent`, and the delay to add to their
+        times: 0, unless no sample of the stage spent that long. Such a shipment is judged by the
+        longest-held samples there are, delayed by how much longer it has been held than they
+        were (the start of their dwell bin)."""
         groups = ((corridor, level, stage), (destination(corridor), stage), (stage,))
-        s = bin_of(spent)
-        # a shipment held longer than any sample: judged by the longest-held samples there are
+        s = top = bin_of(spent)
         while s > 0 and not self._row(groups[-1], s)[1][0]:
             s -= 1
-        return [self._row(g, s) for g in groups]
+        delay = 0.0 if s == top else max(0.0, spent - EDGES[s])
+        return [self._row(g, s) for g in groups], delay
 
     def p_late(self, corridor: str, level: str, stage: str, entered: float, now: float,
-               promise: float, rows: list | None = None) -> float:
+               promise: float, rows: tuple | None = None) -> float:
         """P(late) at `now`, the window as it is (`predict` moves it)."""
         spent = max(0.0, now - entered)
         slack = promise - entered
         if slack <= spent:
             return 1.0                          # already past its promise
-        if rows is None:
-            rows = self._rows_for(corridor, level, stage, spent)
+        rows, delay = rows if rows is not None else self._rows_for(corridor, level, stage, spent)
+        slack -= delay
+        if slack <= 0:
+            return 1.0
         j = bin_of(slack)
         p = 0.0
         for row, suffix in reversed(rows):
@@ -247,13 +253,13 @@ class RiskModel:
         """P(late) and the range at `now` (the window is moved to now's day)."""
         self.move_to(int(now // DAY))
         spent = max(0.0, now - entered)
-        rows = self._rows_for(corridor, level, stage, spent)
-        p = self.p_late(corridor, level, stage, entered, now, promise, rows)
+        rows, delay = found = self._rows_for(corridor, level, stage, spent)
+        p = self.p_late(corridor, level, stage, entered, now, promise, found)
         names = ("corridor", "destination", "stage")
         name, (row, suffix) = next(((n, r) for n, r in zip(names, rows) if r[1][0] >= MIN_SAMPLES),
                                    (names[-1], rows[-1]))
         q = _quantiles(row, suffix[0], RANGE_LEVELS)
-        p10, p50, p90 = (None if v is None else entered + max(v, spent) for v in q)
+        p10, p50, p90 = (None if v is None else entered + max(v + delay, spent) for v in q)
         return Prediction(p, p10, p50, p90, name)
 
 

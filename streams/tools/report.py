@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from streams.errors import CliError
-from streams.domain import aggregate, figures, timeline
+from streams.domain import aggregate, figures, risk, timeline
 from streams.domain.aggregate import OpenGauges
 from streams.domain.engine import Engine
 from streams.domain.policy import PolicyError, SlaPolicy
@@ -64,6 +64,7 @@ class Report:
     by_kind: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=lambda: list(NOTES))
+    at_risk: risk.AtRisk = field(default_factory=risk.AtRisk)   # the open shipments' risk at `now`
 
     @property
     def corridors(self) -> list[str]:
@@ -82,6 +83,8 @@ def compute(events, policy: SlaPolicy, *, max_events: int = 100, now: float | No
     now = engine.latest if now is None else now
     report = Report(engine, now, engine.gauges(now) if now is not None else OpenGauges(),
                     events=sum(by_kind.values()), by_kind=by_kind)
+    if now is not None:
+        report.at_risk = engine.at_risk(now, policy.at_risk)
     transit, dwell = defaultdict(list), defaultdict(list)
     for state in engine.shipments.values():
         # The values the observation was made of: once observed, a shipment's milestones and end
@@ -247,6 +250,14 @@ def metric_samples(report: Report) -> list[dict]:
         add("corridor_bottleneck_stage", {"corridor": corr, "stage": stage}, 1)
     if report.now is not None:
         add("corridor_stream_time_seconds", {}, report.now)
+        r = report.at_risk
+        for (corr, sl, stage), n in sorted(r.at_risk.items()):
+            add("corridor_shipments_at_risk", {"corridor": corr, "service_level": sl, "stage": stage}, n)
+        for corr, micro in sorted(r.expected_late.items()):
+            add("corridor_shipments_predicted_late", {"corridor": corr}, micro / risk.MICRO)
+        for corr, n in sorted(r.scored.items()):
+            add("corridor_shipments_scored", {"corridor": corr}, n)
+        add("corridor_risk_scored_time_seconds", {}, report.now)
     return out
 
 

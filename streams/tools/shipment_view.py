@@ -114,6 +114,18 @@ def _where_now(doc: dict) -> str:
     return text + "."
 
 
+def _prediction(p: dict | None) -> str | None:
+    """One line: P(late), the delivery range and the stage it is judged in (docs/risk.md)."""
+    if not p:
+        return None
+    text = (f"Predicted: P(late) {p['p_late']:.0%}{' - AT RISK' if p.get('at_risk') else ''}, "
+            f"judged by its time in {p.get('stage')}")
+    if p.get("delivery_p50"):
+        text += (f"; delivery likely {when(p.get('delivery_p10'))} to {when(p.get('delivery_p90'))}"
+                 f" (median {when(p.get('delivery_p50'))}; compared with its {p.get('compared_with')})")
+    return text + "."
+
+
 def render(doc: dict) -> str:
     """The terminal view of one /shipments/{id} document (timeline.describe())."""
     lines = [f"Shipment {doc.get('shipment_id')}  (times in UTC)"]
@@ -158,6 +170,9 @@ def render(doc: dict) -> str:
 
     lines.append("")
     lines.append(_where_now(doc))
+    prediction = _prediction(doc.get("prediction"))
+    if prediction:
+        lines.append(prediction)
     late = doc.get("late_events") or 0
     if late:
         lines.append(f"{late} event{'s' if late != 1 else ''} arrived after the shipment had ended "

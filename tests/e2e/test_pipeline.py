@@ -87,6 +87,49 @@ def test_open_shipment_gauges_use_the_event_time_clock(run):
         frozenset({"corridor": "US-MX", "stage": "linehaul"}.items()): 1.0}
 
 
+def test_open_shipments_lateness_risk_equals_the_engine(run):
+    """The at-risk gauges and a shipment's prediction, from the fleet's model (the risk counts of
+    S1 and S2's deliveries, shared through the global table), equal the Engine's on the same
+    events at the same clock (h140). S5 is past its promise (h72): P(late) 1, at risk. S4 has
+    spent 60 h in customs, longer than either delivery's customs stage: it is judged by the
+    longest-held samples there are."""
+    from streams.domain.engine import Engine
+    from streams.domain.policy import SlaPolicy
+    from scenarios import dataset
+    worker, _, _ = run
+    eng = Engine(SlaPolicy.load())
+    for kind, event in dataset():
+        eng.feed(kind, event)
+    eng.finish()
+    now = T0_EPOCH + 140 * H
+    expected = eng.at_risk(now)
+    assert expected.at_risk[("US-MX", "express", "linehaul")] == 1
+    assert dict(expected.scored) == {"CN-AU": 1, "US-MX": 1}
+    want = {
+        "corridor_shipments_at_risk": {frozenset({"corridor": c, "service_level": sl, "stage": st}.items()): float(n)
+                                       for (c, sl, st), n in expected.at_risk.items()},
+        "corridor_shipments_predicted_late": {frozenset({"corridor": c}.items()): v / 1_000_000
+                                              for c, v in expected.expected_late.items()},
+        "corridor_shipments_scored": {frozenset({"corridor": c}.items()): float(n)
+                                      for c, n in expected.scored.items()}}
+
+    def scored():
+        m = worker.metrics()
+        return sample(m, "corridor_risk_scored_time_seconds") == now and all(
+            series(m, name) == value for name, value in want.items())
+    poll(scored, 30, what="the worker scored the open shipments as the Engine does")
+    status, body = worker.get("/shipments/S4")
+    p = eng.risk_model().predict("CN-AU", "standard", "customs", T0_EPOCH + 80 * H, now,
+                                 T0_EPOCH + 150 * H)
+    assert status == 200 and body["prediction"]["p_late"] == round(p.p_late, 4)
+    assert body["prediction"]["stage"] == "customs"
+    assert 0 < p.p_late < 1 and body["prediction"]["delivery_p10"] <= body["prediction"]["delivery_p90"]
+    status, body = worker.get("/shipments/S5")
+    assert body["prediction"]["p_late"] == 1.0 and body["prediction"]["at_risk"] is True
+    status, body = worker.get("/shipments/S1")
+    assert body["prediction"] is None                       # delivered: nothing to predict
+
+
 def test_operational_counters_duplicates_late_and_rejects(run, broker):
     worker, counts, _ = run
     m = worker.metrics()

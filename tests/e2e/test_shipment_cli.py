@@ -2,6 +2,7 @@
 a shipment the worker does not know (exit 1) and a worker that is not there (exit 2)."""
 import json
 import os
+from datetime import datetime, timedelta, timezone
 import subprocess
 import sys
 
@@ -29,6 +30,9 @@ def worker(broker, logdir):
                 and views[0][1]["status"] == "delivered" and views[1][1]["stage"] == "customs"
         poll(settled, 60, 0.2, "the worker shows S1 delivered and S4 in customs at h140")
         wait_final([w])                 # S1's figures final: its timeline compacted
+        # and its delivery in the fleet's lateness model (shared each second through a table)
+        poll(lambda: (w.get("/shipments/S4")[1].get("prediction") or {}).get("delivery_p50"), 30,
+             0.2, "S1's delivery in the lateness model")
         yield w
     finally:
         w.stop()
@@ -87,7 +91,20 @@ def test_an_open_shipment_with_the_url_from_the_environment(worker):
         "  linehaul    2025-03-02 06:00  2d 02h         4d      -",
         "> customs     2025-03-04 08:00  2d 12h so far  2d      12h",
     ]
-    assert lines[-1] == "Now: in customs since 2025-03-04 08:00, 2d 12h so far, 12h beyond its 2d target."
+    assert lines[-2] == "Now: in customs since 2025-03-04 08:00, 2d 12h so far, 12h beyond its 2d target."
+    # The fleet's model knows one delivery, S1: 20 h in customs (dwell bin 18, from 2^4.25 h),
+    # 50 h from arrival to delivery (bin 23: 2^5.5..2^5.75 h). S4 has spent 60 h there, longer
+    # than any sample: judged by S1 delayed by 60 h - 2^4.25 h = 40.97 h; its slack, 70 h, less
+    # that is 29.03 h, below S1's 50 h: late at every level, each shrunk with 10 pseudo-samples
+    # towards the next: stage 1/11, destination (1 + 10/11)/11, corridor (1 + 210/121)/11 = 24.9 %.
+    # The range: S1's bin at 7.5 %, 50 %, 92.5 % (log-uniform), + the delay, from h80.
+    delay = 60 - 2 ** 4.25
+    at = [80 + 2 ** (5.5 + 0.25 * q) + delay for q in (0.075, 0.5, 0.925)]
+    p10, p50, p90 = (datetime(2025, 3, 1, tzinfo=timezone.utc) + timedelta(hours=h) for h in at)
+    fmt = "%Y-%m-%d %H:%M"
+    assert round(331 / 1331, 3) == 0.249
+    assert lines[-1] == (f"Predicted: P(late) 25%, judged by its time in customs; delivery likely "
+                         f"{p10:{fmt}} to {p90:{fmt}} (median {p50:{fmt}}; compared with its stage).")
 
 
 def test_json_is_the_workers_document(worker):

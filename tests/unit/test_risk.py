@@ -164,12 +164,25 @@ def test_time_already_spent_in_the_stage_conditions_every_level(model):
     # the range, from the stage's three conditioned samples, is never before now
     assert p.level == "stage" and p.p10 == pytest.approx(entered + 2 ** (7.75 + 0.225 / 4) * HOUR)
     assert p.p10 > now
-    # held longer than any sample (25 d: bin 37): judged by the longest-held there are (bin 36:
-    # the KR-AU one, delivered 20 d after entering, well within a 30 d slack, so not late); its
-    # range would end before now, so the range is now
+    # held longer than any sample (25 d: bin 37): judged by the longest-held there are (bin 36,
+    # from 2^8.75 h = 17.94 d: the KR-AU one, delivered 20 d after entering) delayed by how much
+    # longer it has been held than their bin's start: 25 d - 2^8.75 h = 7.06 d
+    delay = 25 * DAY - 2 ** 8.75 * HOUR
     p = model.predict("CN-AU", "standard", "customs", entered=entered, now=entered + 25 * DAY,
                       promise=entered + 30 * DAY)
-    assert p.p_late == 0.0 and p.p50 == entered + 25 * DAY
+    # 20 d + 7.06 d is within 30 d (its bin ends at 2^9 h = 21.33 d < 30 d - 7.06 d): not late
+    assert p.p_late == 0.0
+    assert p.p50 == pytest.approx(entered + 2 ** 8.875 * HOUR + delay)     # the bin's log middle
+    # with a promise at 26 d the slack left, 26 d - 7.06 d = 18.94 d, falls inside the sample's
+    # bin: late by the share of the bin above it (log-uniform: ln(21.33/18.94) / ln(21.33/17.94)
+    # = 0.69). Stage and destination (AU) have that one sample, the corridor (CN-AU) none
+    p = model.predict("CN-AU", "standard", "customs", entered=entered, now=entered + 25 * DAY,
+                      promise=entered + 26 * DAY)
+    share = risk._share_above(36, 26 * DAY - delay)
+    assert share == pytest.approx(0.686, abs=0.001)
+    stage = share / (1 + 10)
+    dest = (share + 10 * stage) / (1 + 10)
+    assert p.p_late == pytest.approx(dest)                   # the corridor borrows it all
 
 
 def test_past_its_promise_a_shipment_is_late_for_sure(model):
