@@ -30,6 +30,7 @@ class Engine:
         #: risk.risk_key -> {sample: n}: what the deliveries taught the lateness model (a worker
         #: counts the same under those keys in its totals table)
         self.risk: dict[str, dict[str, int]] = {}
+        self._model = risk.RiskModel()          # the same counts, summed as a worker sums them
         self.duplicates = 0
         self.late = 0
         self.latest: float | None = None
@@ -72,6 +73,7 @@ class Engine:
             if obs[0] == "risk":
                 counts = self.risk.setdefault(obs[1], {})
                 counts[obs[2]] = counts.get(obs[2], 0) + 1
+                self._model.add(obs[1], {obs[2]: 1})
             else:
                 aggregate.add(self.totals.setdefault(obs[1], aggregate.new_totals()), obs)
         due = timeline.settle_due(state, self.grace)
@@ -101,17 +103,17 @@ class Engine:
 
     def risk_model(self) -> risk.RiskModel:
         """The lateness model of every delivery settled so far (what every worker's sums to)."""
-        model = risk.RiskModel()
-        for name, counts in self.risk.items():
-            model.add(name, counts)
-        return model
+        return self._model
 
-    def at_risk(self, now: float | None = None, threshold: float = risk.AT_RISK) -> risk.AtRisk:
+    def at_risk(self, now: float | None = None, threshold: float = risk.AT_RISK,
+                shipments=None) -> risk.AtRisk:
         """The open shipments' risk at `now` (default: the latest event time), as the worker's
-        at-risk gauges show it."""
+        at-risk gauges show it; of the given shipment ids only, if any."""
         now = self.latest if now is None else now
-        entries = (timeline.open_entry(st, self.policy) for st in self.shipments.values())
-        return risk.score_open(self.risk_model(), entries, now, threshold)
+        states = (self.shipments.values() if shipments is None
+                  else (self.shipments[s] for s in shipments if s in self.shipments))
+        entries = (timeline.open_entry(st, self.policy) for st in states)
+        return risk.score_open(self._model, entries, now, threshold)
 
     def gauges(self, now: float | None = None) -> aggregate.OpenGauges:
         now = self.latest if now is None else now
