@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a Faust worker (extra arguments go to `faust worker`)")
     _common(p, web=True)
     p.add_argument("--sla-policy", dest="sla_policy", help="SLA policy TOML file (CORRIDOR_SLA_POLICY)")
+    p.add_argument("--import-regimes", dest="import_regimes",
+                   help="import regimes TOML added to the shipped table (CORRIDOR_IMPORT_REGIMES)")
     p.add_argument("--store", help="memory:// or rocksdb:// (CORRIDOR_STORE)")
     p.add_argument("-l", "--loglevel", dest="log_level", help="log level (CORRIDOR_LOG_LEVEL)")
 
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     keys = ("broker", "profile", "app_id", "partitions", "web_port", "web_host", "sla_policy",
-            "store", "log_level")
+            "import_regimes", "store", "log_level")
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -174,7 +176,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
     from streams.worker import faust_patches
     faust_patches.check(settings.allow_untested_faust)     # refuse before reaching the broker
     try:
-        policy = SlaPolicy.load(settings.sla_policy or None)
+        policy = SlaPolicy.load(settings.sla_policy or None, settings.import_regimes or None)
     except PolicyError as exc:
         raise CliError(str(exc)) from None
     provision.ensure_waiting(settings)

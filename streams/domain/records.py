@@ -57,10 +57,17 @@ change is given.
 4. cfeac5f, allowed lateness. Timelines gain `fin`.
    `pend` items are [exception type, event time]. New `lobs` entries and `o` entries number
    settlements under the source "#fin" (streams.domain.totals.SETTLED).
-5. Lateness attribution, issue 16 (today's version, `CHANGELOG_VERSION`). A late delivery adds
+5. Lateness attribution, issue 16. A late delivery adds
    ["late", corridor, stage, seconds] observations (`lobs`), and totals gain `late`
    {stage: whole seconds}. Nothing else changes: a version 4 record is a version 5 record that
    has counted no late delivery's attribution (the shipments it counted before keep none).
+6. Customs KPIs and import regimes, issue 17 (today's version, `CHANGELOG_VERSION`). Order facts
+   gain `value` [amount, currency] (the order's declared_value); timelines gain `cx` (the import
+   customs holds, inspections, rejections and seizures applied before `fin`). A settlement adds ["customs",
+   ...] and ["delivered_ex_customs", ...] observations (`lobs`), and totals gain `clear`, `cwt`,
+   `cust` and `dex`. All four and `value` are optional: a version 5 record is a version 6 record
+   that has counted no customs figure, and an order fact without `value` declares none (its
+   parcel's value class is `unknown`).
 
 How today's code reads older records:
 
@@ -79,6 +86,11 @@ How today's code reads older records:
   again.
 - Totals without `late` (versions 1-4) have attributed no lateness; every reader uses
   `.get("late", {})` and aggregate.add creates it at the first late delivery.
+- Totals without `clear`, `cwt`, `cust` or `dex` (versions 1-5) have counted no customs figure;
+  readers use `.get(section, {})` and aggregate.add creates them. Order facts without `value`
+  (versions 1-5) are read with `.get("value")`, timelines without `cx` with `.get("cx", ())`: a
+  shipment settled by version 6 code from a version 5 state counts no hold it applied before
+  the upgrade.
 - `o`, `lobs` and `p` are optional in every version. The Engine and the reports never write
   them, and a timeline has no `lobs` before its first settlement.
 
@@ -90,7 +102,7 @@ add a version here with its upgrade in the loader, and add fixtures for it. Keep
 from typing import Any, Literal, NotRequired, TypedDict
 
 #: The version of the records that today's code writes (see "Changelog versions").
-CHANGELOG_VERSION = 5
+CHANGELOG_VERSION = 6
 
 #: Event time as epoch seconds (UTC).
 EpochSeconds = float
@@ -107,9 +119,18 @@ ExceptionObservation = tuple[Literal["exception"], str, str]
 #: ("late", corridor, stage, whole seconds): the part of a late delivery's lateness attributed to
 #: the stage (risk.attribute_lateness; the parts of one shipment add up to its lateness).
 LateObservation = tuple[Literal["late"], str, str, int]
+#: ("customs", corridor, destination, regime, value class, clearance seconds or None (not
+#: released before the end), within the calendar target or None, within the business-day target
+#: or None (not configured), holds, inspections, rejections, seizures): one per shipment that
+#: arrived at its destination (customs.observe).
+CustomsObservation = tuple[Literal["customs"], str, str, str, str, float | None, bool | None,
+                           bool | None, int, int, int, int]
+#: ("delivered_ex_customs", corridor, service level, on time with the customs time removed).
+ExCustomsObservation = tuple[Literal["delivered_ex_customs"], str, str, bool]
 #: One observation (timeline.settle -> aggregate.add). It is a tuple in memory and a JSON array
 #: after a changelog round trip; aggregate.add takes either.
-Observation = DeliveredObservation | DwellObservation | ExceptionObservation | LateObservation
+Observation = (DeliveredObservation | DwellObservation | ExceptionObservation | LateObservation
+               | CustomsObservation | ExCustomsObservation)
 #: One `lobs` entry: [source, number, observations]. Since version 4 the source is "#fin" and
 #: the number is the partition's settlement number. In version 3 they were an input topic and the
 #: offset of the message that caused the observations.
@@ -128,6 +149,8 @@ class OrderFacts(TypedDict):
     promised: EpochSeconds | None   # promised_delivery_at from the last event that carried one;
                                     # None: the policy's promise (placed + hours) applies
     cancelled: bool             # an order_cancelled was read
+    value: NotRequired[tuple[float, str] | None]  # declared_value [amount, currency] from the
+                                # last event that carried one (since version 6)
 
 
 #: One `ev` entry: [occurred_at, source, event_type, event_id, info]. The source is the input
@@ -187,6 +210,9 @@ class TimelineState(TypedDict):
                                 # the totals with them after a crash. Absent until the first.
     p: NotRequired[int]         # "partition" of the key. The worker sets it on every write; it is
                                 # absent from states the domain builds alone (Engine, reports).
+    cx: NotRequired[list[tuple[str, EpochSeconds]]]  # "customs exceptions": [type, occurred_at]
+                                # of each import hold, inspection, rejection and seizure applied
+                                # before `fin` (customs.counts); since version 6, absent until one
 
 
 # ---- orders: one per order -----------------------------------------------------------------------
@@ -227,6 +253,15 @@ class TotalsRecord(TypedDict):
     dwell: dict[str, HistogramRow]    # stage -> seconds spent in the stage
     late: NotRequired[dict[str, int]]  # stage -> whole seconds of late deliveries' lateness
                                 # attributed to it (risk.attribute_lateness); since version 5
+    clear: NotRequired[dict[str, HistogramRow]]  # "<destination>|<regime>|<value class>" ->
+                                # clearance seconds (aggregate.CLEARANCE_BUCKETS); since version 6
+    cwt: NotRequired[dict[str, int]]   # "<destination>|<regime>|<value class>|<calendar|business>"
+                                # -> parcels cleared within the target (every cleared parcel adds
+                                # its key, with 0 if late); since version 6
+    cust: NotRequired[dict[str, int]]  # "<destination>|<regime>|<value class>|<type>" -> count,
+                                # type: arrival, hold, inspection, rejection, seizure; since version 6
+    dex: NotRequired[dict[str, int]]   # "<service level>|<true|false>" -> deliveries on time with
+                                # the customs time removed; since version 6
     o: NotRequired[dict[str, int]]    # "offsets" (named in version 3): source -> the last
                                 # number it counted (totals.count_once), so recounting a number
                                 # adds nothing. Since version 4 the source is "#fin" with the

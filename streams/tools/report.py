@@ -412,6 +412,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--now", help="'now' for open/overdue/bottleneck, ISO-8601 with offset "
                                       "(default: the latest event time in the log)")
     parser.add_argument("--sla-policy", dest="sla_policy", help="SLA policy TOML (CORRIDOR_SLA_POLICY)")
+    parser.add_argument("--import-regimes", dest="import_regimes",
+                        help="import regimes TOML added to the shipped table (CORRIDOR_IMPORT_REGIMES)")
 
 
 def require_report_extra() -> None:
@@ -454,9 +456,10 @@ def main(args: argparse.Namespace) -> int:
     from streams.settings import Settings
 
     require_report_extra()
-    settings = Settings.from_env(sla_policy=getattr(args, "sla_policy", None))
+    settings = Settings.from_env(sla_policy=getattr(args, "sla_policy", None),
+                                 import_regimes=getattr(args, "import_regimes", None))
     try:
-        policy = SlaPolicy.load(settings.sla_policy or None)
+        policy = SlaPolicy.load(settings.sla_policy or None, settings.import_regimes or None)
     except PolicyError as exc:
         raise ReportError(str(exc)) from None
     now = None
