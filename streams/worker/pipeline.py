@@ -28,7 +28,8 @@ from streams.domain.stages import parse_time
 from streams.settings import Settings
 from streams.worker.indexes import Expiry, settle_index
 from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
-                                    TotalsExposition, WorkerCollector, register_process_metrics)
+                                    RegimeCollector, TotalsExposition, WorkerCollector,
+                                    register_process_metrics)
 from streams.worker.reroute import as_produced
 from streams.worker.sends import log_send_error
 
@@ -74,6 +75,7 @@ class Pipeline:
         self.totals_text = TotalsExposition()
         self.registry.register(WorkerCollector(self.offsets, settings.partitions))
         self.registry.register(AwaitingCollector(self.waiting_counts))
+        self.registry.register(RegimeCollector(policy.regimes))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes,
                                       countries=accepted_countries(settings.region_code_set))
                          for kind in settings.input_topics}

@@ -318,3 +318,52 @@ def test_a_bad_customs_policy_names_its_problem(section, message):
 def test_the_shipped_policy_targets_five_calendar_days_everywhere():
     policy = SlaPolicy.load()
     assert policy.customs_target == 5 * DAY and policy.destinations == {}
+
+
+# ---- the report's columns, and the same series as the worker's ----------------------------------
+def test_the_report_gains_the_customs_columns_and_exports_the_workers_series():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from streams.tools import report
+    from streams.worker.metrics import CorridorCollector, RegimeCollector
+    # the parcel held twice (40 h, low value) and a formal one (USD 900) cleared in 6 days
+    slow = with_value(journey("F1", "F1-O", arrived=80.0, released=80.0 + 144, delivered=300.0), 900, "USD")
+    waiting = with_value(journey("F2", "F2-O", arrived=200.0, released=None, delivered=None), 10, "USD")
+    policy = SlaPolicy.load()
+    rep = report.compute(held_twice() + slow + waiting, policy)
+    c = report.corridor_figures(rep)["CN-AU"]["customs"]
+    assert (c["arrivals"], c["cleared"], c["cleared_within_target"]) == (2, 2, 1)
+    assert c["cleared_within_target_share"] == 0.5
+    # 2 holds and 2 inspections over 2 arrivals: 1,000 per 1,000 each
+    assert c["per_1000_arrivals"] == {"hold": 1000.0, "inspection": 1000.0, "rejection": 0.0,
+                                      "seizure": 0.0}
+    # exact quantiles of 40 h and 144 h (linear): p50 92 h, p90 133.6 h
+    assert c["clearance_seconds"] == pytest.approx({"p50": 92 * HOUR, "p90": 133.6 * HOUR,
+                                                    "p95": 138.8 * HOUR})
+    assert c["waiting"] == 1 and c["on_time_rate_excluding_customs"] == 1.0
+    low = c["by_regime"]["AU|au-gst-low-value|low_value"]
+    assert (low["arrivals"], low["cleared"], low["cleared_within_target_share"]) == (1, 1, 1.0)
+    assert low["waiting"] == {"2-5d": 1}     # F2 arrived at h200, now h300 (the latest event)
+    formal = c["by_regime"]["AU|au-gst-low-value|formal"]
+    assert formal["cleared_within_target_share"] == 0.0 and formal["events"]["hold"] == 0
+    table = report.customs_table(rep)
+    assert list(table["regime"]) == ["au-gst-low-value"] * 2
+    assert list(table["value_class"]) == ["formal", "low_value"]
+    assert "Customs by import regime" in report.render(rep, "table")
+
+    # the worker's families over the same totals, summed over the partition: the same samples
+    registry = CollectorRegistry(auto_describe=False)
+    totals = {(corr, "0"): tot for corr, tot in rep.engine.totals.items()}
+    registry.register(CorridorCollector(lambda: (totals, rep.gauges, rep.now)))
+    registry.register(RegimeCollector(policy.regimes))
+    worker = {}
+    for fam in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in fam.samples:
+            if "customs" in s.name or "regime" in s.name:
+                labels = {k: v for k, v in s.labels.items() if k != "partition"}
+                worker[(s.name, frozenset(labels.items()))] = s.value
+    batch = {(m["name"], frozenset(m["labels"].items())): m["value"] for m in report.metric_samples(rep)
+             if "customs" in m["name"] or "regime" in m["name"]}
+    # per (regime, value class) 11 clearance + 1 within + 1 arrivals + 4 events, twice; one
+    # delivered-excluding-customs series (both on time without customs), F2 waiting, 4 regimes
+    assert worker == batch and len(batch) == 2 * (11 + 1 + 1 + 4) + 1 + 1 + 4
