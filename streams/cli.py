@@ -169,6 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def _demo_regimes(args: argparse.Namespace, path: Path) -> str | None:
+    """The import regime the demo's scenario needs (de-minimis-change), written to `path` for the
+    worker, which starts before the simulator: the simulator lays out its clock the same way a
+    moment later (the change is at a midnight, so the moment does not matter)."""
+    from streams.tools import simulate
+    layout = simulate.plan_clock(now=time.time(), rate=args.rate if args.rate > 0 else None,
+                                 shipments=args.shipments, speedup=simulate.DEFAULT_SPEEDUP)
+    text = simulate.scenario_regimes(args.scenario, layout["scenario_start"])
+    if text is None:
+        return None
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
 def run_worker(settings: Settings, faust_args: list[str]) -> int:
     from streams.worker.app import create_app
     from streams.domain.policy import PolicyError, SlaPolicy
@@ -264,6 +278,9 @@ def run_demo(args: argparse.Namespace) -> int:
                            CORRIDOR_APP_ID=f"corridor-demo-{int(time.time())}",
                            CORRIDOR_WEB_PORT=str(web_port), CORRIDOR_WEB_HOST="127.0.0.1",
                            PYTHONUNBUFFERED="1")
+                regimes = _demo_regimes(args, logs / "regimes.toml")
+                if regimes:
+                    env["CORRIDOR_IMPORT_REGIMES"] = regimes
 
                 def start(name: str, *argv: str) -> None:
                     # In their own sessions: Ctrl-C reaches the demo only, which stops them in order.

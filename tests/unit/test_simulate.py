@@ -524,3 +524,19 @@ def test_the_cli_writes_the_scenarios_regime_for_the_worker():
     (entry,) = tomllib.loads(text)["regime"]
     assert entry["name"] == simulate.DE_MINIMIS_REGIME and entry["threshold"] == 0
     assert str(entry["since"]) == "2026-10-05" and entry["destinations"] == ["AU"]
+
+
+def test_the_demo_gives_its_worker_the_regime_the_simulator_will_use(tmp_path, monkeypatch):
+    from streams import cli
+    now = ts("2026-12-03T07:00:00+00:00")
+    monkeypatch.setattr(time, "time", lambda: now)
+    args = argparse.Namespace(rate=200.0, shipments=None, scenario="de-minimis-change")
+    path = cli._demo_regimes(args, tmp_path / "regimes.toml")
+    # open-ended: the world starts 30 days back, the scenario 7 days later (2026-11-10 07:00),
+    # the change at the following midnight UTC
+    assert plan_clock(now=now, rate=200.0, shipments=None, speedup=simulate.DEFAULT_SPEEDUP)[
+        "scenario_start"] == ts("2026-11-10T07:00:00+00:00")
+    assert "since = 2026-11-11" in Path(path).read_text()
+    args.scenario = "customs-backlog"
+    assert cli._demo_regimes(args, tmp_path / "other.toml") is None
+    assert not (tmp_path / "other.toml").exists()
