@@ -14,6 +14,8 @@ the timelines, keyed "<partition>|<corridor>" (streams/domain/records.py documen
     cwt         {"<destination>|<regime>|<value class>|<calendar|business>": cleared within target}
     cust        {"<destination>|<regime>|<value class>|<type>": arrivals, holds, inspections, ...}
     dex         {"<service_level>|<true|false>": deliveries on time with customs time removed}
+    dbd         {"<service_level>|<true|false>": deliveries on time against a promise in business
+                days, where the policy gives one for the destination}
 
 Gauges of open shipments are computed at read time from one small entry per open shipment
 (`timeline.open_entry`, `gauges_of`).
@@ -91,11 +93,11 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
                 if ok is not None:
                     k = f"{base}|{days}"
                     cwt[k] = cwt.get(k, 0) + (1 if ok else 0)
-    elif kind == "delivered_ex_customs":
+    elif kind in ("delivered_ex_customs", "delivered_business_days"):
         _, _corr, sl, on_time = obs
         key = f"{sl}|{'true' if on_time else 'false'}"
-        dex = totals.setdefault("dex", {})
-        dex[key] = dex.get(key, 0) + 1
+        section = totals.setdefault("dex" if kind == "delivered_ex_customs" else "dbd", {})
+        section[key] = section.get(key, 0) + 1
     else:
         raise ValueError(f"unknown observation {obs!r}")
 
@@ -103,7 +105,7 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
 def merge(into: TotalsRecord, other: TotalsRecord) -> TotalsRecord:
     """Sum two totals (for a worker holding several partitions, or a report). `o` is not summed:
     it numbers one partition's settlements."""
-    for section in ("delivered", "exceptions", "late", "cwt", "cust", "dex"):
+    for section in ("delivered", "exceptions", "late", "cwt", "cust", "dex", "dbd"):
         for k, v in other.get(section, {}).items():
             into.setdefault(section, {})[k] = into.get(section, {}).get(k, 0) + v
     for section in ("transit", "dwell", "clear"):

@@ -66,6 +66,17 @@ def business_days_between(start: float, end: float, country: str, tz: str,
     return n
 
 
+def nth_business_day(start: float, n: int, country: str, tz: str, subdiv: str | None = None,
+                     weekend: tuple[int, ...] = (5, 6)) -> dt.date:
+    """The n-th business day after epoch `start`'s local date in `tz` (a promise of n business
+    days from an order placed then: delivered on or before that date is on time)."""
+    day, one, left = local_date(start, tz), dt.timedelta(days=1), n
+    while left > 0:
+        day += one
+        left -= is_business_day(day, country, subdiv, weekend)
+    return day
+
+
 def calendar_days_between(start: float, end: float, tz: str) -> int:
     """Whole local dates from `start`'s to `end`'s in `tz` (same day: 0)."""
     return (local_date(end, tz) - local_date(start, tz)).days

@@ -46,8 +46,10 @@ def customs_rows(tot: dict) -> dict[str, list[tuple[tuple[str, ...], object]]]:
         arrivals   (destination, regime, value_class) -> parcels arrived at destination
         events     (destination, regime, value_class, type) -> holds, inspections, ...
         dex        (service_level, on_time) -> deliveries on time with customs time removed
+        dbd        (service_level, on_time) -> deliveries on time against a business-day promise
     """
-    out: dict[str, list] = {"clearance": [], "within": [], "arrivals": [], "events": [], "dex": []}
+    out: dict[str, list] = {"clearance": [], "within": [], "arrivals": [], "events": [], "dex": [],
+                            "dbd": []}
     for key, row in sorted(tot.get("clear", {}).items()):
         out["clearance"].append((tuple(key.split("|")), row))
     for key, n in sorted(tot.get("cwt", {}).items()):
@@ -58,8 +60,9 @@ def customs_rows(tot: dict) -> dict[str, list[tuple[tuple[str, ...], object]]]:
             out["arrivals"].append(((dest, regime, vclass), n))
         else:
             out["events"].append(((dest, regime, vclass, typ), n))
-    for key, n in sorted(tot.get("dex", {}).items()):
-        out["dex"].append((tuple(key.split("|")), n))
+    for section in ("dex", "dbd"):
+        for key, n in sorted(tot.get(section, {}).items()):
+            out[section].append((tuple(key.split("|")), n))
     return out
 
 
@@ -76,9 +79,11 @@ def customs_summary(tot: dict) -> dict:
     events = defaultdict(int)
     for (_d, _r, _v, typ), n in rows["events"]:
         events[typ] += n
-    dex = defaultdict(int)
+    dex, dbd = defaultdict(int), defaultdict(int)
     for (_sl, on_time), n in rows["dex"]:
         dex[on_time] += n
+    for (_sl, on_time), n in rows["dbd"]:
+        dbd[on_time] += n
     return {"arrivals": arrivals, "cleared": cleared,
             "cleared_within_target": within.get("calendar", 0),
             "cleared_within_target_share": within["calendar"] / cleared if cleared else None,
@@ -86,4 +91,7 @@ def customs_summary(tot: dict) -> dict:
             "per_1000_arrivals": {t: 1000.0 * n / arrivals for t, n in sorted(events.items())}
             if arrivals else {},
             "on_time_excluding_customs": dex.get("true", 0),
-            "late_excluding_customs": dex.get("false", 0)}
+            "late_excluding_customs": dex.get("false", 0),
+            # only where the policy gives a destination a promise in business days
+            "on_time_business_days": dbd.get("true", 0) if dbd else None,
+            "late_business_days": dbd.get("false", 0) if dbd else None}

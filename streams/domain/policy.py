@@ -34,6 +34,7 @@ class Destination:
     customs_target_business_days: int | None = None   # also count it in business days
     holidays_subdiv: str | None = None      # the holidays library's subdivision (state, province)
     weekend: tuple[int, ...] = (5, 6)       # weekday numbers, Monday 0
+    promise_business_days: dict[str, int] = field(default_factory=dict)   # service level -> days
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def _days(value, where: str) -> float:
 
 def _destination(country: str, section: dict, where: str) -> Destination:
     allowed = {"timezone", "customs_target_days", "customs_target_business_days", "holidays_subdiv",
-               "weekend"}
+               "weekend", "promise_business_days"}
     if not (len(country) == 2 and country.isalpha() and country.isupper()):
         raise PolicyError(f"{where}: {country!r} is not an ISO 3166-1 alpha-2 code")
     unknown = set(section) - allowed
@@ -156,13 +157,22 @@ def _destination(country: str, section: dict, where: str) -> Destination:
     weekend = section.get("weekend", ["sat", "sun"])
     if not isinstance(weekend, list) or not all(d in calendar.WEEKDAYS for d in weekend):
         raise PolicyError(f"{where}: weekend must list days among {', '.join(calendar.WEEKDAYS)}")
-    if business is not None:
+    promise = section.get("promise_business_days", {})
+    if not isinstance(promise, dict) or any(
+            level not in SERVICE_LEVELS or isinstance(n, bool) or not isinstance(n, int) or n <= 0
+            for level, n in promise.items()):
+        raise PolicyError(f"{where}: promise_business_days must map service levels "
+                          f"({', '.join(SERVICE_LEVELS)}) to positive whole numbers of days")
+    if promise and tz is None:
+        raise PolicyError(f"{where}: business days need the destination's timezone")
+    if business is not None or promise:
         try:
             calendar.check(country, subdiv)
         except calendar.CalendarError as exc:
             raise PolicyError(f"{where}: {exc}") from None
     return Destination(tz, None if target is None else _days(target, f"{where} customs_target_days"),
-                       business, subdiv, tuple(sorted(calendar.WEEKDAYS.index(d) for d in weekend)))
+                       business, subdiv, tuple(sorted(calendar.WEEKDAYS.index(d) for d in weekend)),
+                       dict(promise))
 
 
 def _hours(section: dict, allowed: tuple[str, ...], where: str) -> dict[str, float]:

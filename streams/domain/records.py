@@ -64,8 +64,8 @@ change is given.
 6. Customs KPIs and import regimes, issue 17 (today's version, `CHANGELOG_VERSION`). Order facts
    gain `value` [amount, currency] (the order's declared_value); timelines gain `cx` (the import
    customs holds, inspections, rejections and seizures applied before `fin`). A settlement adds ["customs",
-   ...] and ["delivered_ex_customs", ...] observations (`lobs`), and totals gain `clear`, `cwt`,
-   `cust` and `dex`. All four and `value` are optional: a version 5 record is a version 6 record
+   ...], ["delivered_ex_customs", ...] and ["delivered_business_days", ...] observations (`lobs`),
+   and totals gain `clear`, `cwt`, `cust`, `dex` and `dbd`. All five and `value` are optional: a version 5 record is a version 6 record
    that has counted no customs figure, and an order fact without `value` declares none (its
    parcel's value class is `unknown`).
 
@@ -86,7 +86,7 @@ How today's code reads older records:
   again.
 - Totals without `late` (versions 1-4) have attributed no lateness; every reader uses
   `.get("late", {})` and aggregate.add creates it at the first late delivery.
-- Totals without `clear`, `cwt`, `cust` or `dex` (versions 1-5) have counted no customs figure;
+- Totals without `clear`, `cwt`, `cust`, `dex` or `dbd` (versions 1-5) have counted no customs figure;
   readers use `.get(section, {})` and aggregate.add creates them. Order facts without `value`
   (versions 1-5) are read with `.get("value")`, timelines without `cx` with `.get("cx", ())`: a
   shipment settled by version 6 code from a version 5 state counts no hold it applied before
@@ -125,8 +125,10 @@ LateObservation = tuple[Literal["late"], str, str, int]
 #: arrived at its destination (customs.observe).
 CustomsObservation = tuple[Literal["customs"], str, str, str, str, float | None, bool | None,
                            bool | None, int, int, int, int]
-#: ("delivered_ex_customs", corridor, service level, on time with the customs time removed).
-ExCustomsObservation = tuple[Literal["delivered_ex_customs"], str, str, bool]
+#: ("delivered_ex_customs", corridor, service level, on time with the customs time removed), and
+#: ("delivered_business_days", corridor, service level, on time against the destination's promise
+#: in business days; only where the policy gives one).
+ExCustomsObservation = tuple[Literal["delivered_ex_customs", "delivered_business_days"], str, str, bool]
 #: One observation (timeline.settle -> aggregate.add). It is a tuple in memory and a JSON array
 #: after a changelog round trip; aggregate.add takes either.
 Observation = (DeliveredObservation | DwellObservation | ExceptionObservation | LateObservation
@@ -262,6 +264,9 @@ class TotalsRecord(TypedDict):
                                 # type: arrival, hold, inspection, rejection, seizure; since version 6
     dex: NotRequired[dict[str, int]]   # "<service level>|<true|false>" -> deliveries on time with
                                 # the customs time removed; since version 6
+    dbd: NotRequired[dict[str, int]]   # "<service level>|<true|false>" -> deliveries on time
+                                # against a promise in business days (policy [destination.XX]
+                                # promise_business_days); since version 6
     o: NotRequired[dict[str, int]]    # "offsets" (named in version 3): source -> the last
                                 # number it counted (totals.count_once), so recounting a number
                                 # adds nothing. Since version 4 the source is "#fin" with the

@@ -354,6 +354,20 @@ def is_on_time(state: TimelineState, policy: SlaPolicy, delivered: float, due: f
     return delivered <= due
 
 
+def on_time_in_business_days(state: TimelineState, policy: SlaPolicy, order: OrderFacts,
+                             delivered: float) -> bool | None:
+    """Delivered on or before the n-th business day after order_placed (local dates), where the
+    policy gives the destination `promise_business_days` for the service level; else None."""
+    country = customs.destination(state)
+    dest = policy.destination(country)
+    days = dest.promise_business_days.get(order["sl"]) if dest is not None else None
+    if days is None:
+        return None
+    due = calendar.nth_business_day(order["placed"], days, country, dest.timezone,
+                                    dest.holidays_subdiv, dest.weekend)
+    return calendar.local_date(delivered, dest.timezone) <= due
+
+
 def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
                  out: list[Observation], grace: float) -> None:
     """The end observation of a final shipment, once (cancelled: at once; else once its primary
@@ -378,6 +392,9 @@ def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
         in_customs = sum(seconds for stage, _start, seconds in durations if stage == "customs")
         out.append(("delivered_ex_customs", corr, order["sl"],
                     is_on_time(state, policy, end_t - in_customs, due)))
+        business = on_time_in_business_days(state, policy, order, end_t)
+        if business is not None:
+            out.append(("delivered_business_days", corr, order["sl"], business))
         if not on_time:
             stages = [(stage, seconds, policy.stage_target(corr, stage, order["sl"]))
                       for stage, _start, seconds in stage_durations(state)]

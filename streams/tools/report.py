@@ -326,6 +326,8 @@ def metric_samples(report: Report) -> list[dict]:
                 ("corridor_customs_arrivals_total", "arrivals", names),
                 ("corridor_customs_events_total", "events", names + ("type",)),
                 ("corridor_shipments_delivered_excluding_customs_total", "dex",
+                 ("service_level", "on_time")),
+                ("corridor_shipments_delivered_business_days_total", "dbd",
                  ("service_level", "on_time"))):
             for key, n in rows[section]:
                 add(name, {"corridor": corr, **dict(zip(labels, key))}, n)

@@ -275,6 +275,11 @@ def totals_families(totals: dict[tuple[str, str], dict]):
         "corridor_shipments_delivered_excluding_customs", "Shipments delivered, counted a second "
         "time on the clock with the customs stage removed: on time if delivered - customs time "
         "is at or before the promise.", labels=["corridor", "partition", "service_level", "on_time"])
+    dbd = CounterMetricFamily(
+        "corridor_shipments_delivered_business_days", "Shipments delivered, counted against the "
+        "destination's promise in business days (SLA policy promise_business_days; local dates, "
+        "public holidays), where the policy gives one.",
+        labels=["corridor", "partition", "service_level", "on_time"])
     for corr, part in sorted(totals):
         tot = totals[(corr, part)]
         rows = figures.customs_rows(tot)
@@ -282,7 +287,7 @@ def totals_families(totals: dict[tuple[str, str], dict]):
             buckets, _count, total = aggregate.cumulative(row, CLEARANCE_BUCKETS)
             clearance.add_metric([corr, part, *labels], [(_le(b), c) for b, c in buckets], total)
         for family, name in ((within, "within"), (arrivals, "arrivals"), (events, "events"),
-                             (dex, "dex")):
+                             (dex, "dex"), (dbd, "dbd")):
             for labels, n in rows[name]:
                 family.add_metric([corr, part, *labels], n)
         for key, n in sorted(tot["delivered"].items()):
@@ -298,7 +303,8 @@ def totals_families(totals: dict[tuple[str, str], dict]):
             dwell.add_metric([corr, part, stage], [(_le(b), c) for b, c in buckets], total)
         for stage, seconds in sorted(tot.get("late", {}).items()):
             late.add_metric([corr, part, stage], seconds)
-    yield from (delivered, exceptions, transit, dwell, late, clearance, within, arrivals, events, dex)
+    yield from (delivered, exceptions, transit, dwell, late, clearance, within, arrivals, events, dex,
+                dbd)
 
 
 def gauge_families(gauges: OpenGauges, now: float | None):

@@ -44,7 +44,8 @@ COUNTERS = {"corridor_events_consumed", "corridor_events_applied", "corridor_eve
             "corridor_events_rejected", "corridor_rebalances", "corridor_shipments_delivered",
             "corridor_shipment_exceptions", "corridor_late_attributed_seconds",
             "corridor_customs_cleared_within_target", "corridor_customs_arrivals",
-            "corridor_customs_events", "corridor_shipments_delivered_excluding_customs"}
+            "corridor_customs_events", "corridor_shipments_delivered_excluding_customs",
+            "corridor_shipments_delivered_business_days"}
 HISTOGRAMS = {"corridor_shipment_transit_seconds", "corridor_stage_dwell_seconds",
               "corridor_customs_clearance_seconds"}
 GAUGES = {"corridor_shipments_in_stage", "corridor_shipments_overdue",
@@ -232,7 +233,8 @@ def test_the_metric_contract_is_what_the_worker_exports():
     for obs in (("delivered", "CN-DE", "standard", True, 3600.0), ("dwell", "CN-DE", "customs", 60.0),
                 ("exception", "CN-DE", "lost"), ("late", "CN-DE", "customs", 3600),
                 ("customs", "CN-DE", "DE", "eu-ioss", "low_value", 7200.0, True, None, 1, 1, 0, 0),
-                ("delivered_ex_customs", "CN-DE", "standard", True)):
+                ("delivered_ex_customs", "CN-DE", "standard", True),
+                ("delivered_business_days", "CN-DE", "standard", True)):
         aggregate.add(tot, obs)
     totals = {("CN-DE", "0"): tot}
     gauges = OpenGauges()

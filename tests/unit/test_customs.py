@@ -366,4 +366,37 @@ def test_the_report_gains_the_customs_columns_and_exports_the_workers_series():
              if "customs" in m["name"] or "regime" in m["name"]}
     # per (regime, value class) 11 clearance + 1 within + 1 arrivals + 4 events, twice; one
     # delivered-excluding-customs series (both on time without customs), F2 waiting, 4 regimes
+    # (no business-day promise is configured: no such series)
     assert worker == batch and len(batch) == 2 * (11 + 1 + 1 + 4) + 1 + 1 + 4
+
+
+def test_a_promise_in_business_days_is_counted_beside_the_calendar_one():
+    # AU, Sydney: placed Friday 19 December 2025 10:00; 5 business days: Mon 22, Tue 23, Wed 24,
+    # (Christmas, Boxing Day, the weekend), Mon 29, Tue 30: due on 30 December. The calendar
+    # promise of CN-AU standard is 288 h = 12 days: 31 December 10:00 (local date 31 December).
+    assert calendar.nth_business_day(epoch("2025-12-19T10:00:00+11:00"), 5, "AU",
+                                     "Australia/Sydney") == dt.date(2025, 12, 30)
+    policy = policy_with(AU={"timezone": "Australia/Sydney",
+                             "promise_business_days": {"standard": 5}})
+
+    def parcel(sid, delivered):
+        events = journey(sid, f"{sid}-O")
+        return retime(events, order_placed="2025-12-19T10:00:00+11:00",
+                      label_created="2025-12-19T11:00:00+11:00", picked_up="2025-12-20T00:00:00+11:00",
+                      departed_origin="2025-12-21T00:00:00+11:00",
+                      arrived_destination="2025-12-23T00:00:00+11:00",
+                      declaration_lodged="2025-12-23T01:00:00+11:00",
+                      released="2025-12-23T09:00:00+11:00", delivered=delivered)
+    events = (parcel("B1", "2025-12-30T18:00:00+11:00")       # on time both ways
+              + parcel("B2", "2025-12-31T09:00:00+11:00"))     # calendar on time, business late
+    tot = run(events, policy).totals["CN-AU"]
+    assert tot["delivered"] == {"standard|true": 2}
+    assert tot["dbd"] == {"standard|true": 1, "standard|false": 1}
+    # not configured for the level, or not at all: no business-day figure
+    express = policy_with(AU={"timezone": "Australia/Sydney", "promise_business_days": {"express": 2}})
+    assert "dbd" not in run(parcel("B3", "2025-12-30T18:00:00+11:00"), express).totals["CN-AU"]
+    assert "dbd" not in run(parcel("B4", "2025-12-30T18:00:00+11:00")).totals["CN-AU"]
+    with pytest.raises(PolicyError, match="promise_business_days"):
+        policy_with(AU={"timezone": "Australia/Sydney", "promise_business_days": {"standard": 0}})
+    with pytest.raises(PolicyError, match="timezone"):
+        policy_with(AU={"promise_business_days": {"standard": 5}})
