@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a Faust worker (extra arguments go to `faust worker`)")
     _common(p, web=True)
     p.add_argument("--sla-policy", dest="sla_policy", help="SLA policy TOML file (CORRIDOR_SLA_POLICY)")
+    p.add_argument("--import-regimes", dest="import_regimes",
+                   help="import regimes TOML added to the shipped table (CORRIDOR_IMPORT_REGIMES)")
     p.add_argument("--store", help="memory:// or rocksdb:// (CORRIDOR_STORE)")
     p.add_argument("-l", "--loglevel", dest="log_level", help="log level (CORRIDOR_LOG_LEVEL)")
 
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     keys = ("broker", "profile", "app_id", "partitions", "web_port", "web_host", "sla_policy",
-            "store", "log_level")
+            "import_regimes", "store", "log_level")
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -167,6 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def _demo_regimes(args: argparse.Namespace, path: Path) -> str | None:
+    """The import regime the demo's scenario needs (de-minimis-change), written to `path` for the
+    worker, which starts before the simulator: the simulator lays out its clock the same way a
+    moment later (the change is at a midnight, so the moment does not matter)."""
+    from streams.tools import simulate
+    layout = simulate.plan_clock(now=time.time(), rate=args.rate if args.rate > 0 else None,
+                                 shipments=args.shipments, speedup=simulate.DEFAULT_SPEEDUP)
+    text = simulate.scenario_regimes(args.scenario, layout["scenario_start"])
+    if text is None:
+        return None
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
 def run_worker(settings: Settings, faust_args: list[str]) -> int:
     from streams.worker.app import create_app
     from streams.domain.policy import PolicyError, SlaPolicy
@@ -174,7 +190,7 @@ def run_worker(settings: Settings, faust_args: list[str]) -> int:
     from streams.worker import faust_patches
     faust_patches.check(settings.allow_untested_faust)     # refuse before reaching the broker
     try:
-        policy = SlaPolicy.load(settings.sla_policy or None)
+        policy = SlaPolicy.load(settings.sla_policy or None, settings.import_regimes or None)
     except PolicyError as exc:
         raise CliError(str(exc)) from None
     provision.ensure_waiting(settings)
@@ -262,6 +278,9 @@ def run_demo(args: argparse.Namespace) -> int:
                            CORRIDOR_APP_ID=f"corridor-demo-{int(time.time())}",
                            CORRIDOR_WEB_PORT=str(web_port), CORRIDOR_WEB_HOST="127.0.0.1",
                            PYTHONUNBUFFERED="1")
+                regimes = _demo_regimes(args, logs / "regimes.toml")
+                if regimes:
+                    env["CORRIDOR_IMPORT_REGIMES"] = regimes
 
                 def start(name: str, *argv: str) -> None:
                     # In their own sessions: Ctrl-C reaches the demo only, which stops them in order.

@@ -40,6 +40,9 @@ class Settings:
     partitions: int = field(default=4, metadata={"env": "CORRIDOR_PARTITIONS"})
     #: SLA policy file (TOML); empty = the shipped defaults (streams/sla_policy.toml).
     sla_policy: str = field(default="", metadata={"env": "CORRIDOR_SLA_POLICY"})
+    #: Import regimes and FX rates (TOML) added to the shipped table (streams/regimes.toml): a
+    #: parcel's `regime` and `value_class` labels (docs/semantics.md "Customs"); empty = none.
+    import_regimes: str = field(default="", metadata={"env": "CORRIDOR_IMPORT_REGIMES"})
     #: While the latest event time is within this many seconds of the wall clock, an idle
     #: stream's clock follows the wall clock.
     live_lag_seconds: float = field(default=900.0, metadata={"env": "CORRIDOR_LIVE_LAG_SECONDS"})

@@ -1,9 +1,12 @@
 """Grafana dashboards as code: writes deploy/grafana/dashboards/*.json (`make dashboards`).
 
-Three dashboards over the corridor metric contract (streams/worker/metrics.py, docs/semantics.md):
+Four dashboards over the corridor metric contract (streams/worker/metrics.py, docs/semantics.md):
 
 * corridor-overview     on-time rate, overdue, transit p50/p90/p95, traffic per corridor
 * corridor-bottlenecks  stage dwell percentiles, time beyond target per corridor x stage, fleet bottleneck
+* corridor-customs      import clearance p50/p90 per destination, share cleared within target (and
+                        its floor), holds per 1,000 arrivals, parcels waiting by age, by import
+                        regime, on time with and without customs, regime changes as annotations
 * corridor-workers      events/s, consumer lag, rejected events by reason, rebalances, up
 
 Every worker exports only the partitions it owns, so every query aggregates with `sum by (...)`
@@ -334,6 +337,129 @@ def bottlenecks() -> db.Dashboard:
     return d
 
 
+#: The floor of CorridorCustomsClearanceSlow (deploy/prometheus/rules.yml): the target line.
+CUSTOMS_FLOOR = 0.8
+#: The annotation query: each import regime in the hour after its start (the worker exports the
+#: start of every regime of its table as corridor_import_regime_start_seconds).
+REGIME_CHANGES = "max by (regime) (corridor_import_regime_start_seconds) > time() - 3600 <= time()"
+
+
+def customs() -> db.Dashboard:
+    sel = f'{CORRIDOR},regime=~"$regime"'
+    count = f"corridor_customs_clearance_seconds_count{{{sel}}}"
+    within = f'corridor_customs_cleared_within_target_total{{{sel},days="calendar"}}'
+    bucket = f"corridor_customs_clearance_seconds_bucket{{{sel}}}"
+    arrivals = f"corridor_customs_arrivals_total{{{sel}}}"
+    events = f"corridor_customs_events_total{{{sel}}}"
+    waiting = f"corridor_customs_waiting{{{sel}}}"
+    delivered = f"corridor_shipments_delivered_total{{{CORRIDOR}}}"
+    dex = f"corridor_shipments_delivered_excluding_customs_total{{{CORRIDOR}}}"
+    regime_var = (db.QueryVariable("regime").label("Import regime").datasource(DS)
+                  .query({"qryType": 1, "query": "label_values(corridor_customs_arrivals_total, regime)",
+                          "refId": "regime"})
+                  .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+                  .sort(dm.VariableSort.ALPHABETICAL_ASC)
+                  .multi(True).include_all(True).all_value(".*")
+                  .current(dm.VariableOption(text="All", value="$__all", selected=True)))
+    floor = db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
+        [dm.Threshold(value=None, color="red"), dm.Threshold(value=CUSTOMS_FLOOR, color="green")])
+    d = (base("corridor-customs", "Corridor customs",
+              "Import customs as its own view: clearance time (arrived at destination -> import "
+              "release) per destination, the share cleared within the destination's target (SLA "
+              "policy [customs]) against the 80 % floor of CorridorCustomsClearanceSlow, holds per "
+              "1,000 arrivals, parcels waiting by age, every figure by import regime at arrival "
+              "(streams/regimes.toml); regime starts are annotations.")
+         .with_variable(corridor_var()).with_variable(regime_var).with_variable(window_var())
+         .annotation(db.AnnotationQuery().name("Import regime changes").datasource(DS).enable(True)
+                     .icon_color("purple")
+                     # a regime's start, drawn in the hour after it (the series' value is its start)
+                     .expr(REGIME_CHANGES)))
+    share = (f"sum by (corridor, regime) (increase({within}[$window]) or 0 * increase({count}[$window]))"
+             f" / sum by (corridor, regime) (increase({count}[$window]))")
+    d = (d.with_row(db.Row("Clearance now"))
+         .with_panel(single(
+             "Cleared within target ($window)", "Parcels released by import customs within the "
+             "destination's target, share of those released in the window (selected corridors and "
+             "regimes). Red below the 80 % floor.",
+             f"sum(increase({within}[$window]) or 0 * increase({count}[$window])) / "
+             f"sum(increase({count}[$window]))", unit="percentunit", decimals=1,
+             thresholds=[(None, "red"), (CUSTOMS_FLOOR, "green")]))
+         .with_panel(single(
+             "Holds per 1,000 arrivals ($window)", "Import holds (held_for_inspection) per 1,000 "
+             "parcels that arrived at their destination.",
+             f'1000 * sum(increase(corridor_customs_events_total{{{sel},type="hold"}}[$window])) / '
+             f"sum(increase({arrivals}[$window]))", decimals=0))
+         .with_panel(single(
+             "Waiting in customs", "Open parcels arrived and not released yet (stream event time).",
+             f"sum({waiting}) or vector(0)"))
+         .with_panel(single(
+             "On time excluding customs ($window)", "Deliveries on time once the customs time is "
+             "taken off the clock (carriers' \"excluding customs delays\").",
+             f'sum(increase(corridor_shipments_delivered_excluding_customs_total{{{CORRIDOR},'
+             f'on_time="true"}}[$window]) or 0 * increase({dex}[$window])) / '
+             f"sum(increase({dex}[$window]))", unit="percentunit", decimals=1,
+             thresholds=[(None, "red"), (0.9, "orange"), (0.95, "green")])))
+    d = (d.with_row(db.Row("Clearance time and target"))
+         .with_panel(ts(
+             "Clearance p50 / p90 per destination ($window)",
+             "histogram_quantile over the clearance histogram (arrived_destination -> import "
+             "release), summed by destination.",
+             [query(f"histogram_quantile({q}, sum by (le, destination) (rate({bucket}[$window])))",
+                    f"{{{{destination}}}} p{int(q * 100)}", ref=ref)
+              for q, ref in ((0.5, "A"), (0.9, "B"))], unit="s", span=12))
+         .with_panel(ts(
+             "Share cleared within target per corridor and regime ($window)",
+             "What CorridorCustomsClearanceSlow reads (over 6 h); the line is its 80 % floor.",
+             [query(share, "{{corridor}} {{regime}}")], unit="percentunit", span=12, maximum=1)
+             .thresholds(floor)
+             .thresholds_style(cb.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.LINE))))
+    d = (d.with_row(db.Row("Holds and waiting"))
+         .with_panel(ts(
+             "Holds, inspections, rejections, seizures per 1,000 arrivals ($window)",
+             "Import customs events of the parcels that arrived, per 1,000 arrivals, per corridor.",
+             [query(f"1000 * sum by (corridor, type) (increase({events}[$window])) / ignoring (type) "
+                    f"group_left sum by (corridor) (increase({arrivals}[$window]))",
+                    "{{corridor}} {{type}}")], span=12))
+         .with_panel(ts(
+             "Parcels waiting in customs by age", "Open parcels in customs by time since arrival.",
+             [query(f"sum by (age) ({waiting})", "{{age}}")], span=12, stacked=True)))
+    d = (d.with_row(db.Row("By import regime"))
+         .with_panel(matrix(
+             "Cleared within target: corridor x regime ($window)",
+             "Share of the parcels released in the window within target, per corridor and the "
+             "import regime in force at their arrival.",
+             share, unit="percentunit", span=12,
+             thresholds=[(None, "red"), (CUSTOMS_FLOOR, "green")])
+             .transformations([dm.DataTransformerConfig(
+                 id_val="groupingToMatrix",
+                 options={"rowField": "corridor", "columnField": "regime",
+                          "valueField": "Value", "emptyValue": "null"})]))
+         .with_panel(ts(
+             "Clearance p90 by regime and value class ($window)",
+             "low_value, formal (by the declared value against the regime's threshold) or unknown "
+             "(no declared value).",
+             [query(f"histogram_quantile(0.9, sum by (le, regime, value_class) "
+                    f"(rate({bucket}[$window])))", "{{regime}} {{value_class}}")],
+             unit="s", span=12))
+         .with_panel(ts(
+             "Parcels waiting in customs by regime", "Open parcels in customs per import regime "
+             "and value class.",
+             [query(f"sum by (regime, value_class) ({waiting})", "{{regime}} {{value_class}}")],
+             span=12, stacked=True))
+         .with_panel(ts(
+             "On time with and without customs, per corridor ($window)",
+             "Every delivery counted twice: on the full clock (corridor_shipments_delivered_total) "
+             "and with the customs time removed.",
+             [query(f'sum by (corridor) (increase({delivered[:-1]},on_time="true"}}[$window]) '
+                    f"or 0 * increase({delivered}[$window])) / "
+                    f"sum by (corridor) (increase({delivered}[$window]))", "{{corridor}} full clock"),
+              query(f'sum by (corridor) (increase({dex[:-1]},on_time="true"}}[$window]) '
+                    f"or 0 * increase({dex}[$window])) / "
+                    f"sum by (corridor) (increase({dex}[$window]))", "{{corridor}} excl. customs",
+                    ref="B")], unit="percentunit", span=12, maximum=1)))
+    return d
+
+
 def workers() -> db.Dashboard:
     job_var = (db.QueryVariable("job").label("Job").datasource(DS)
                .query({"qryType": 1, "query": "label_values(corridor_partitions_assigned, job)",
@@ -412,7 +538,7 @@ def workers() -> db.Dashboard:
 
 
 DASHBOARDS = {"corridor-overview.json": overview, "corridor-bottlenecks.json": bottlenecks,
-              "corridor-workers.json": workers}
+              "corridor-customs.json": customs, "corridor-workers.json": workers}
 
 
 def render() -> dict[str, str]:

@@ -10,6 +10,12 @@ the timelines, keyed "<partition>|<corridor>" (streams/domain/records.py documen
     late        {"<stage>": whole seconds of lateness attributed to the stage}: only once a late
                 delivery has been counted (risk.attribute_lateness; older records have none)
     o           {source: the last settlement number counted}: added by totals.count_once, not here
+    clear       {"<destination>|<regime>|<value class>": histogram row}: clearance seconds
+    cwt         {"<destination>|<regime>|<value class>|<calendar|business>": cleared within target}
+    cust        {"<destination>|<regime>|<value class>|<type>": arrivals, holds, inspections, ...}
+    dex         {"<service_level>|<true|false>": deliveries on time with customs time removed}
+    dbd         {"<service_level>|<true|false>": deliveries on time against a promise in business
+                days, where the policy gives one for the destination}
 
 Gauges of open shipments are computed at read time from one small entry per open shipment
 (`timeline.open_entry`, `gauges_of`).
@@ -20,6 +26,7 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from streams.domain import customs
 from streams.domain.policy import SlaPolicy
 from streams.domain.records import Observation, TotalsRecord
 from streams.domain.stages import STAGES
@@ -32,6 +39,11 @@ TRANSIT_BUCKETS = (1 * DAY, 2 * DAY, 3 * DAY, 4 * DAY, 5 * DAY, 7 * DAY, 10 * DA
 #: Stage dwell buckets (seconds): hours to weeks.
 DWELL_BUCKETS = (1 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, 1 * DAY, 2 * DAY, 3 * DAY, 5 * DAY,
                  7 * DAY, 10 * DAY, 14 * DAY, 21 * DAY)
+#: Import clearance buckets (seconds): hours for a de minimis parcel, days for a formal entry. The
+#: usual targets (1, 2, 3, 5, 7, 10 days) are bounds, so "within N days" reads off a bucket too.
+CLEARANCE_BUCKETS = (6 * HOUR, 1 * DAY, 2 * DAY, 3 * DAY, 5 * DAY, 7 * DAY, 10 * DAY, 14 * DAY)
+#: The `type` values of the customs counts kept in `cust` ("arrival" is exported on its own).
+CUSTOMS_COUNTS = ("arrival",) + customs.EVENT_TYPES
 
 
 def new_totals() -> TotalsRecord:
@@ -69,6 +81,27 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
         _, _key, sample = obs
         risk = totals.setdefault("risk", {})
         risk[sample] = risk.get(sample, 0) + 1
+    elif kind == "customs":
+        (_, _corr, dest, regime, vclass, clearance, within, business,
+         holds, inspections, rejections, seizures) = obs
+        base = f"{dest}|{regime}|{vclass}"
+        cust = totals.setdefault("cust", {})
+        # every type gets its series at the first arrival: a rate of 0 holds is 0, not no data
+        for typ, n in zip(CUSTOMS_COUNTS, (1, holds, inspections, rejections, seizures)):
+            k = f"{base}|{typ}"
+            cust[k] = cust.get(k, 0) + n
+        if clearance is not None:
+            _observe(totals.setdefault("clear", {}), base, CLEARANCE_BUCKETS, clearance)
+            cwt = totals.setdefault("cwt", {})
+            for days, ok in (("calendar", within), ("business", business)):
+                if ok is not None:
+                    k = f"{base}|{days}"
+                    cwt[k] = cwt.get(k, 0) + (1 if ok else 0)
+    elif kind in ("delivered_ex_customs", "delivered_business_days"):
+        _, _corr, sl, on_time = obs
+        key = f"{sl}|{'true' if on_time else 'false'}"
+        section = totals.setdefault("dex" if kind == "delivered_ex_customs" else "dbd", {})
+        section[key] = section.get(key, 0) + 1
     else:
         raise ValueError(f"unknown observation {obs!r}")
 
@@ -76,12 +109,12 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
 def merge(into: TotalsRecord, other: TotalsRecord) -> TotalsRecord:
     """Sum two totals (for a worker holding several partitions, or a report). `o` is not summed:
     it numbers one partition's settlements."""
-    for section in ("delivered", "exceptions", "late"):
+    for section in ("delivered", "exceptions", "late", "cwt", "cust", "dex", "dbd"):
         for k, v in other.get(section, {}).items():
             into.setdefault(section, {})[k] = into.get(section, {}).get(k, 0) + v
-    for section in ("transit", "dwell"):
-        for k, row in other[section].items():
-            mine = into[section].get(k)
+    for section in ("transit", "dwell", "clear"):
+        for k, row in other.get(section, {}).items():
+            mine = into.setdefault(section, {}).get(k)
             into[section][k] = list(row) if mine is None else [a + b for a, b in zip(mine, row)]
     return into
 
@@ -113,6 +146,8 @@ class OpenGauges:
     in_stage: dict = field(default_factory=lambda: defaultdict(int))      # (corridor, stage) -> n
     overdue: dict = field(default_factory=lambda: defaultdict(int))       # (corridor, sl) -> n
     excess: dict = field(default_factory=lambda: defaultdict(float))      # (corridor, stage) -> s
+    #: (corridor, destination, regime, value class, age bucket) -> parcels waiting in customs
+    customs_waiting: dict = field(default_factory=lambda: defaultdict(int))
     open: int = 0
 
     def bottlenecks(self) -> dict[str, str]:
@@ -136,18 +171,21 @@ def open_gauges(states, now: float, policy: SlaPolicy) -> OpenGauges:
 def gauges_of(entries, now: float) -> OpenGauges:
     """Gauges at event-time `now` from `timeline.open_entry` tuples (None entries are skipped)."""
     g = OpenGauges()
-    in_stage, overdue, excess = g.in_stage, g.overdue, g.excess
+    in_stage, overdue, excess, waiting = g.in_stage, g.overdue, g.excess, g.customs_waiting
     n = 0
     for entry in entries:
         if entry is None:
             continue
-        corr, sl, stage, beyond, due, _since = entry
+        corr, sl, stage, beyond, due, _since, cust = entry
         n += 1
         key = (corr, stage)
         in_stage[key] += 1
         excess[key] += now - beyond if now > beyond else 0.0
         if due is not None and now > due:
             overdue[(corr, sl)] += 1
+        if cust is not None:
+            dest, regime, vclass, since = cust
+            waiting[(corr, dest, regime, vclass, customs.age_bucket(max(0.0, now - since)))] += 1
     g.open = n
     return g
 

@@ -62,7 +62,7 @@ change is given.
    ["late", corridor, stage, seconds] observations (`lobs`), and totals gain `late`
    {stage: whole seconds}. Nothing else changes: a version 4 record is a version 5 record that
    has counted no late delivery's attribution (the shipments it counted before keep none).
-6. Lateness prediction, issue 16 (today's version, `CHANGELOG_VERSION`). A delivered shipment
+6. Lateness prediction, issue 16. A delivered shipment
    adds one ["risk", "<corridor>#<day>", "<service level>|<stage>|<cell>"] observation per
    stage it went through (`lobs`; risk.observations: day = the delivery's epoch day, cell =
    risk.cell(dwell, delivered - stage start)). Observations are counted under their second
@@ -71,6 +71,13 @@ change is given.
    and `o` numbers their settlements like any other record's. The corridor records are as in
    version 5. Older records simply have none: the deliveries they counted teach the lateness
    model nothing (risk.is_risk_key tells the two kinds of key apart).
+7. Customs KPIs and import regimes, issue 17 (today's version, `CHANGELOG_VERSION`). Order facts
+   gain `value` [amount, currency] (the order's declared_value); timelines gain `cx` (the import
+   customs holds, inspections, rejections and seizures applied before `fin`). A settlement adds ["customs",
+   ...], ["delivered_ex_customs", ...] and ["delivered_business_days", ...] observations (`lobs`),
+   and totals gain `clear`, `cwt`, `cust`, `dex` and `dbd`. All five and `value` are optional: a version 6 record is a version 7 record
+   that has counted no customs figure, and an order fact without `value` declares none (its
+   parcel's value class is `unknown`).
 
 How today's code reads older records:
 
@@ -92,6 +99,11 @@ How today's code reads older records:
 - Totals without `risk` (versions 1-5, and every corridor record) have counted no risk sample;
   aggregate.add creates it at the first, and no record of a version before 6 is keyed
   "<corridor>#<day>".
+- Totals without `clear`, `cwt`, `cust`, `dex` or `dbd` (versions 1-6) have counted no customs figure;
+  readers use `.get(section, {})` and aggregate.add creates them. Order facts without `value`
+  (versions 1-6) are read with `.get("value")`, timelines without `cx` with `.get("cx", ())`: a
+  shipment settled by version 7 code from a version 6 state counts no hold it applied before
+  the upgrade.
 - `o`, `lobs` and `p` are optional in every version. The Engine and the reports never write
   them, and a timeline has no `lobs` before its first settlement.
 
@@ -103,7 +115,7 @@ add a version here with its upgrade in the loader, and add fixtures for it. Keep
 from typing import Any, Literal, NotRequired, TypedDict
 
 #: The version of the records that today's code writes (see "Changelog versions").
-CHANGELOG_VERSION = 6
+CHANGELOG_VERSION = 7
 
 #: Event time as epoch seconds (UTC).
 EpochSeconds = float
@@ -120,6 +132,16 @@ ExceptionObservation = tuple[Literal["exception"], str, str]
 #: ("late", corridor, stage, whole seconds): the part of a late delivery's lateness attributed to
 #: the stage (risk.attribute_lateness; the parts of one shipment add up to its lateness).
 LateObservation = tuple[Literal["late"], str, str, int]
+#: ("customs", corridor, destination, regime, value class, clearance seconds or None (not
+#: released before the end), within the calendar target or None, within the business-day target
+#: or None (not configured), holds, inspections, rejections, seizures): one per shipment that
+#: arrived at its destination (customs.observe).
+CustomsObservation = tuple[Literal["customs"], str, str, str, str, float | None, bool | None,
+                           bool | None, int, int, int, int]
+#: ("delivered_ex_customs", corridor, service level, on time with the customs time removed), and
+#: ("delivered_business_days", corridor, service level, on time against the destination's promise
+#: in business days; only where the policy gives one).
+ExCustomsObservation = tuple[Literal["delivered_ex_customs", "delivered_business_days"], str, str, bool]
 #: ("risk", "<corridor>#<day>", "<service level>|<stage>|<cell>"): one stage of a delivered
 #: shipment as the lateness model counts it (risk.observations): the epoch day of the delivery,
 #: and risk.cell of (seconds in the stage, seconds from entering it to the delivery).
@@ -127,7 +149,7 @@ RiskObservation = tuple[Literal["risk"], str, str]
 #: One observation (timeline.settle -> aggregate.add). It is a tuple in memory and a JSON array
 #: after a changelog round trip; aggregate.add takes either.
 Observation = (DeliveredObservation | DwellObservation | ExceptionObservation | LateObservation
-               | RiskObservation)
+               | RiskObservation | CustomsObservation | ExCustomsObservation)
 #: One `lobs` entry: [source, number, observations]. Since version 4 the source is "#fin" and
 #: the number is the partition's settlement number. In version 3 they were an input topic and the
 #: offset of the message that caused the observations.
@@ -146,6 +168,8 @@ class OrderFacts(TypedDict):
     promised: EpochSeconds | None   # promised_delivery_at from the last event that carried one;
                                     # None: the policy's promise (placed + hours) applies
     cancelled: bool             # an order_cancelled was read
+    value: NotRequired[tuple[float, str] | None]  # declared_value [amount, currency] from the
+                                # last event that carried one (since version 6)
 
 
 #: One `ev` entry: [occurred_at, source, event_type, event_id, info]. The source is the input
@@ -205,6 +229,9 @@ class TimelineState(TypedDict):
                                 # the totals with them after a crash. Absent until the first.
     p: NotRequired[int]         # "partition" of the key. The worker sets it on every write; it is
                                 # absent from states the domain builds alone (Engine, reports).
+    cx: NotRequired[list[tuple[str, EpochSeconds]]]  # "customs exceptions": [type, occurred_at]
+                                # of each import hold, inspection, rejection and seizure applied
+                                # before `fin` (customs.counts); since version 6, absent until one
 
 
 # ---- orders: one per order -----------------------------------------------------------------------
@@ -249,6 +276,18 @@ class TotalsRecord(TypedDict):
     risk: NotRequired[dict[str, int]]  # "<service level>|<stage>|<cell>" -> deliveries: the
                                 # samples of the lateness model (risk.observations); only in
                                 # records keyed "<partition>|<corridor>#<day>", since version 6
+    clear: NotRequired[dict[str, HistogramRow]]  # "<destination>|<regime>|<value class>" ->
+                                # clearance seconds (aggregate.CLEARANCE_BUCKETS); since version 7
+    cwt: NotRequired[dict[str, int]]   # "<destination>|<regime>|<value class>|<calendar|business>"
+                                # -> parcels cleared within the target (every cleared parcel adds
+                                # its key, with 0 if late); since version 7
+    cust: NotRequired[dict[str, int]]  # "<destination>|<regime>|<value class>|<type>" -> count,
+                                # type: arrival, hold, inspection, rejection, seizure; since version 7
+    dex: NotRequired[dict[str, int]]   # "<service level>|<true|false>" -> deliveries on time with
+                                # the customs time removed; since version 7
+    dbd: NotRequired[dict[str, int]]   # "<service level>|<true|false>" -> deliveries on time
+                                # against a promise in business days (policy [destination.XX]
+                                # promise_business_days); since version 7
     o: NotRequired[dict[str, int]]    # "offsets" (named in version 3): source -> the last
                                 # number it counted (totals.count_once), so recounting a number
                                 # adds nothing. Since version 4 the source is "#fin" with the

@@ -306,7 +306,7 @@ def score_open(model: RiskModel, entries, now: float, threshold: float = AT_RISK
     for entry in entries:
         if entry is None:
             continue
-        corr, level, stage, _beyond, due, since = entry
+        corr, level, stage, _beyond, due, since, _waiting = entry
         if due is None:
             continue
         p = p_late(corr, level, stage, since, now, due)

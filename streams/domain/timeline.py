@@ -18,7 +18,7 @@ import bisect
 import sys
 from dataclasses import dataclass, field
 
-from streams.domain import risk
+from streams.domain import calendar, customs, risk
 from streams.domain.policy import SlaPolicy
 from streams.domain.records import Observation, OrderFacts, TimelineState
 from streams.domain.stages import (END_EVENTS, EVENT_EXCEPTIONS, MILESTONES, STAGE_RANK, STAGES, UNKNOWN,
@@ -205,6 +205,8 @@ def apply(state: TimelineState | None, source: str, event: dict, policy: SlaPoli
         exc = EVENT_EXCEPTIONS.get((source, etype))
         if exc is not None:
             state["pend"].append([exc, t])
+        if source == "customs" and etype in customs.COUNTED_EVENTS and event.get("direction") == "import":
+            state.setdefault("cx", []).append([customs.COUNTED_EVENTS[etype], t])
         end = state["end"]
         if source == "shipments" and etype in END_EVENTS:
             if end is None or end[0] == "cancelled" or t < end[1]:   # the earliest end wins
@@ -271,7 +273,7 @@ def settle(state: TimelineState, policy: SlaPolicy, mark: float | None,
             out.append(("exception", corr, exc))
     state["pend"] = keep
     if final and not state["observed"]:
-        _observe_end(state, policy, corr, out)
+        _observe_end(state, policy, corr, out, grace)
     return out
 
 
@@ -329,6 +331,9 @@ def _order_facts(state: TimelineState, event: dict, t: float) -> None:
     facts["sl"] = event.get("service_level") or facts["sl"]
     if event.get("promised_delivery_at"):
         facts["promised"] = parse_time(event["promised_delivery_at"])
+    declared = event.get("declared_value")
+    if declared:
+        facts["value"] = [declared["amount"], declared["currency"]]
     if event["event_type"] == "order_placed":
         facts["placed"] = t if facts["placed"] is None else min(facts["placed"], t)
     elif event["event_type"] == "order_cancelled":
@@ -340,8 +345,31 @@ def _all_cancelled(state: TimelineState) -> bool:
         state["of"].get(oid, {}).get("cancelled") for oid in state["orders"])
 
 
+def is_on_time(state: TimelineState, policy: SlaPolicy, delivered: float, due: float) -> bool:
+    """Delivered at or before the promise; where the policy gives the destination a time zone,
+    by local date there (delivered on the promised day counts, whatever the hour)."""
+    dest = policy.destination(customs.destination(state))
+    if dest is not None and dest.timezone:
+        return calendar.local_date(delivered, dest.timezone) <= calendar.local_date(due, dest.timezone)
+    return delivered <= due
+
+
+def on_time_in_business_days(state: TimelineState, policy: SlaPolicy, order: OrderFacts,
+                             delivered: float) -> bool | None:
+    """Delivered on or before the n-th business day after order_placed (local dates), where the
+    policy gives the destination `promise_business_days` for the service level; else None."""
+    country = customs.destination(state)
+    dest = policy.destination(country)
+    days = dest.promise_business_days.get(order["sl"]) if dest is not None else None
+    if days is None:
+        return None
+    due = calendar.nth_business_day(order["placed"], days, country, dest.timezone,
+                                    dest.holidays_subdiv, dest.weekend)
+    return calendar.local_date(delivered, dest.timezone) <= due
+
+
 def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
-                 out: list[Observation]) -> None:
+                 out: list[Observation], grace: float) -> None:
     """The end observation of a final shipment, once (cancelled: at once; else once its primary
     order is known)."""
     end_type, end_t = state["end"]
@@ -353,13 +381,21 @@ def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
     order = primary_order(state)
     if order is None:
         return          # observed when the order arrives: transit and promise need order_placed
-    for stage, _start, seconds in stage_durations(state):
+    durations = stage_durations(state)
+    for stage, _start, seconds in durations:
         out.append(("dwell", corr, stage, seconds))
+    out.extend(customs.observe(state, policy, corr, end_t, grace))
     if end_type == "delivered":
         due = promise(state, policy)
-        on_time = end_t <= due
+        on_time = is_on_time(state, policy, end_t, due)
         out.append(("delivered", corr, order["sl"], on_time, end_t - order["placed"]))
-        out.extend(risk.observations(corr, order["sl"], stage_durations(state), end_t))
+        in_customs = sum(seconds for stage, _start, seconds in durations if stage == "customs")
+        out.append(("delivered_ex_customs", corr, order["sl"],
+                    is_on_time(state, policy, end_t - in_customs, due)))
+        business = on_time_in_business_days(state, policy, order, end_t)
+        if business is not None:
+            out.append(("delivered_business_days", corr, order["sl"], business))
+        out.extend(risk.observations(corr, order["sl"], durations, end_t))
         if not on_time:
             stages = [(stage, seconds, policy.stage_target(corr, stage, order["sl"]))
                       for stage, _start, seconds in stage_durations(state)]
@@ -413,8 +449,9 @@ def open_entry(state: TimelineState, policy: SlaPolicy) -> tuple | None:
     stage, since = cur
     corr = sys.intern(corridor(state))
     sl = service_level(state)
+    waiting = (*customs.waiting(state, policy, since), since) if stage == "customs" else None
     return (corr, sl, stage, since + policy.stage_target(corr, stage, sl), promise(state, policy),
-            since)
+            since, waiting)
 
 
 def describe(state: TimelineState, now: float, policy: SlaPolicy) -> dict:
@@ -431,7 +468,7 @@ def describe(state: TimelineState, now: float, policy: SlaPolicy) -> dict:
     sla = None
     if due is not None:
         if state["end"] and state["end"][0] == "delivered":
-            sla = "on_time" if state["end"][1] <= due else "late"
+            sla = "on_time" if is_on_time(state, policy, state["end"][1], due) else "late"
         elif state["end"] is None:
             sla = "overdue" if now > due else "on_track"
     stages = []

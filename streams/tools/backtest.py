@@ -281,7 +281,7 @@ def main(args: argparse.Namespace) -> int:
         require_report_extra()
     settings = Settings.from_env(sla_policy=args.sla_policy)
     try:
-        policy = SlaPolicy.load(settings.sla_policy or None)
+        policy = SlaPolicy.load(settings.sla_policy or None, settings.import_regimes or None)
     except PolicyError as exc:
         raise BacktestError(str(exc)) from None
     events, rejected = accepted_events(args, settings, BacktestError)

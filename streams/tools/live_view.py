@@ -54,6 +54,11 @@ OVERDUE_GROWTH_WINDOW_SECONDS = 3600
 BOTTLENECK_MEAN_EXCESS_SECONDS = 43200
 #: ... with at least this many shipments in the stage.
 BOTTLENECK_MIN_SHIPMENTS = 5
+#: CorridorCustomsClearanceSlow: the share of a corridor's parcels under one import regime released
+#: by customs within the destination's target is below this ...
+CUSTOMS_WITHIN_TARGET_MIN = 0.80
+#: ... over at least this many released parcels.
+CUSTOMS_MIN_CLEARED = 20
 #: CorridorConsumerLag: more than this many messages of a topic not processed yet.
 CONSUMER_LAG_MAX = 10000
 #: CorridorPartitionsUnassigned: more input partitions than this owned by no worker.
@@ -80,6 +85,9 @@ RULE_THRESHOLDS: dict[str, dict[str, float]] = {
     "CorridorStageBottleneck": {
         "corridor_stage:excess_seconds_per_shipment:mean >": BOTTLENECK_MEAN_EXCESS_SECONDS,
         "corridor_stage:shipments_in_stage:sum >=": BOTTLENECK_MIN_SHIPMENTS},
+    "CorridorCustomsClearanceSlow": {
+        "corridor_regime:customs_cleared_within_target_ratio:rate6h <": CUSTOMS_WITHIN_TARGET_MIN,
+        "corridor_regime:customs_cleared:increase6h >=": CUSTOMS_MIN_CLEARED},
     "CorridorConsumerLag": {"topic:consumer_lag:sum >": CONSUMER_LAG_MAX},
     # configured - assigned > 0
     "CorridorPartitionsUnassigned": {"corridor_partitions_assigned >": UNASSIGNED_PARTITIONS_MAX},
@@ -118,6 +126,8 @@ class Snapshot:
     ready: int | None = None                                              # corridor_worker_ready
     memory_bytes: float | None = None                                     # resident memory
     memory_limit_bytes: float | None = None                               # None: no limit
+    #: (corridor, import regime) -> (parcels released by import customs, released within target)
+    customs: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
     def corridors(self) -> list[str]:
         """By name; UNKNOWN (shipments whose order has not arrived yet) last."""
@@ -144,6 +154,7 @@ def parse(text: str) -> Snapshot:
     lag: dict = {}
     clock = configured = assigned = ready = memory = limit = None
     consumed = pending = 0
+    customs: dict = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             name, labels, value = s.name, s.labels, s.value
@@ -176,8 +187,14 @@ def parse(text: str) -> Snapshot:
                 memory = value
             elif name == "corridor_memory_limit_bytes":
                 limit = value
+            elif name == "corridor_customs_clearance_seconds_count":
+                customs.setdefault((labels["corridor"], labels["regime"]), [0, 0])[0] += int(value)
+            elif name == "corridor_customs_cleared_within_target_total" \
+                    and labels.get("days") == "calendar":
+                customs.setdefault((labels["corridor"], labels["regime"]), [0, 0])[1] += int(value)
     return Snapshot({c: (v[0], v[1]) for c, v in delivered.items()}, in_stage, overdue, excess, clock,
-                    lag, configured, assigned, consumed, pending, ready, memory, limit)
+                    lag, configured, assigned, consumed, pending, ready, memory, limit,
+                    {k: (v[0], v[1]) for k, v in customs.items()})
 
 
 # ---- the alerts that would fire --------------------------------------------------------------------
@@ -228,6 +245,12 @@ def would_fire(snap: Snapshot | None, *, overdue_earlier: dict[str, int] | None 
                                  f"{stage}: {n} open, {duration(mean)} beyond target on average "
                                  f"(> {duration(BOTTLENECK_MEAN_EXCESS_SECONDS)}, "
                                  f">= {BOTTLENECK_MIN_SHIPMENTS})"))
+    for (corr, regime), (cleared, within) in sorted(snap.customs.items()):
+        if cleared >= CUSTOMS_MIN_CLEARED and within / cleared < CUSTOMS_WITHIN_TARGET_MIN:
+            out.append(Alert("CorridorCustomsClearanceSlow", corr,
+                             f"{regime}: {percent(within, cleared)} of {cleared} parcels cleared "
+                             f"customs within target (< {CUSTOMS_WITHIN_TARGET_MIN:.0%} of "
+                             f">= {CUSTOMS_MIN_CLEARED})"))
     for topic, n in sorted(snap.lag.items()):
         if n > CONSUMER_LAG_MAX:
             out.append(Alert("CorridorConsumerLag", topic,

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from streams.errors import CliError
-from streams.domain import aggregate, figures, risk, timeline
+from streams.domain import aggregate, customs, figures, risk, timeline
 from streams.domain.aggregate import OpenGauges
 from streams.domain.engine import Engine
 from streams.domain.policy import PolicyError, SlaPolicy
@@ -45,6 +45,9 @@ NOTES = (
     "two nearest shipments); Prometheus' histogram_quantile() on the worker's buckets is an estimate.",
     "A shipment is counted once it has ended and its order is known; the rest are 'open'. Open, "
     "overdue and bottleneck are as of 'now'.",
+    "customs: clearance = arrived_destination -> import release, labelled with the import regime and "
+    "value class at arrival; within target = the SLA policy's [customs] days; on time excl. customs "
+    "= delivered - customs time at or before the promise (docs/semantics.md \"Customs\").",
 )
 
 
@@ -60,6 +63,8 @@ class Report:
     gauges: OpenGauges
     transit: dict[str, list[float]] = field(default_factory=dict)
     dwell: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: (corridor, destination, regime, value class) -> clearance seconds of each cleared parcel
+    clearance: dict[tuple[str, str, str, str], list[float]] = field(default_factory=dict)
     events: int = 0
     by_kind: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
@@ -85,7 +90,7 @@ def compute(events, policy: SlaPolicy, *, max_events: int = 100, now: float | No
                     events=sum(by_kind.values()), by_kind=by_kind)
     if now is not None:
         report.at_risk = engine.at_risk(now, policy.at_risk)
-    transit, dwell = defaultdict(list), defaultdict(list)
+    transit, dwell, clearance = defaultdict(list), defaultdict(list), defaultdict(list)
     for state in engine.shipments.values():
         # The values the observation was made of: once observed, a shipment's milestones and end
         # no longer change (timeline.apply); only a later order fact could, which
@@ -97,7 +102,10 @@ def compute(events, policy: SlaPolicy, *, max_events: int = 100, now: float | No
             dwell[(corr, stage)].append(seconds)
         if state["end"][0] == "delivered":
             transit[corr].append(state["end"][1] - timeline.primary_order(state)["placed"])
-    report.transit, report.dwell = dict(transit), dict(dwell)
+        for obs in customs.observe(state, policy, corr, state["end"][1], engine.grace):
+            if obs[5] is not None:
+                clearance[(corr, *obs[2:5])].append(obs[5])
+    report.transit, report.dwell, report.clearance = dict(transit), dict(dwell), dict(clearance)
     _check_consistency(report)
     return report
 
@@ -145,6 +153,9 @@ def corridor_figures(report: Report) -> dict[str, dict]:
             stages[stage] = {"count": count, "sum": total, **_quantiles(report.dwell.get((corr, stage), [])),
                              "mean": total / count if count else None}
         live = figures.open_figures(g, corr)
+        cust = figures.customs_summary(tot)
+        cleared = [v for (c, *_k), vals in report.clearance.items() if c == corr for v in vals]
+        dex_rate = figures.on_time_rate(cust["on_time_excluding_customs"], cust["late_excluding_customs"])
         out[corr] = {
             "delivered": on_time + late, "on_time": on_time, "late": late,
             "on_time_rate": figures.on_time_rate(on_time, late),
@@ -161,7 +172,38 @@ def corridor_figures(report: Report) -> dict[str, dict]:
             "overdue_by_service_level": live["overdue"],
             "excess_seconds": {s: v for s, v in live["excess_seconds"].items() if v},
             "bottleneck": bottlenecks.get(corr),
+            # customs (docs/semantics.md "Customs"): clearance = arrived -> import release
+            "customs": {**cust, "clearance_seconds": _quantiles(cleared),
+                        "on_time_rate_excluding_customs": dex_rate,
+                        "waiting": sum(n for k, n in g.customs_waiting.items() if k[0] == corr),
+                        "by_regime": customs_by_regime(report, corr, tot)},
         }
+    return out
+
+
+def customs_by_regime(report: Report, corr: str, tot: dict) -> dict[str, dict]:
+    """"<destination>|<regime>|<value class>" -> the customs figures of the corridor's parcels
+    labelled so at arrival, with exact clearance percentiles."""
+    rows = figures.customs_rows(tot)
+    keys = sorted({k[:3] for k, _n in rows["arrivals"]} | {k[1:4] for k in report.gauges.customs_waiting
+                                                             if k[0] == corr})
+    out = {}
+    for key in keys:
+        arrivals = sum(n for k, n in rows["arrivals"] if k == key)
+        cleared = sum(sum(row[:-1]) for k, row in rows["clearance"] if k == key)
+        within = {k[3]: n for k, n in rows["within"] if k[:3] == key}
+        events = {k[3]: n for k, n in rows["events"] if k[:3] == key}
+        out["|".join(key)] = {
+            "arrivals": arrivals, "cleared": cleared,
+            "cleared_within_target": within.get("calendar", 0),
+            "cleared_within_target_share": within.get("calendar", 0) / cleared if cleared else None,
+            "cleared_within_business_days": within.get("business"),
+            "clearance_seconds": _quantiles(report.clearance.get((corr, *key), [])),
+            "events": dict(sorted(events.items())),
+            "per_1000_arrivals": {t: 1000.0 * n / arrivals for t, n in sorted(events.items())}
+            if arrivals else {},
+            "waiting": {age: n for (c, *k, age), n in sorted(report.gauges.customs_waiting.items())
+                        if c == corr and tuple(k) == key}}
     return out
 
 
@@ -176,12 +218,50 @@ def corridor_table(report: Report, figures: dict | None = None):
                      "late": f["late"], "on_time_rate": f["on_time_rate"],
                      "transit_p50_s": t["p50"], "transit_p90_s": t["p90"], "transit_p95_s": t["p95"],
                      "transit_mean_s": t["mean"], "exceptions": sum(f["exceptions"].values()),
-                     "open": f["open"], "overdue": f["overdue"], "bottleneck": f["bottleneck"]})
+                     "open": f["open"], "overdue": f["overdue"], "bottleneck": f["bottleneck"],
+                     **customs_columns(f["customs"])})
     cols = ["corridor", "delivered", "on_time", "late", "on_time_rate", "transit_p50_s", "transit_p90_s",
-            "transit_p95_s", "transit_mean_s", "exceptions", "open", "overdue", "bottleneck"]
+            "transit_p95_s", "transit_mean_s", "exceptions", "open", "overdue", "bottleneck",
+            *CUSTOMS_COLUMNS]
     df = pd.DataFrame(rows, columns=cols)
     return df.sort_values(["delivered", "corridor"], ascending=[False, True], kind="stable") \
              .reset_index(drop=True)
+
+
+#: The customs columns of the corridor table (and, per regime, of the customs table).
+CUSTOMS_COLUMNS = ("on_time_rate_excl_customs", "arrivals", "cleared", "cleared_within_target_rate",
+                   "clearance_p50_s", "clearance_p90_s", "holds_per_1000", "inspections_per_1000",
+                   "rejections_per_1000", "seizures_per_1000", "waiting_in_customs")
+
+
+def customs_columns(c: dict) -> dict:
+    per = c["per_1000_arrivals"]
+    return {"on_time_rate_excl_customs": c.get("on_time_rate_excluding_customs"),
+            "arrivals": c["arrivals"], "cleared": c["cleared"],
+            "cleared_within_target_rate": c["cleared_within_target_share"],
+            "clearance_p50_s": c["clearance_seconds"]["p50"],
+            "clearance_p90_s": c["clearance_seconds"]["p90"],
+            "holds_per_1000": per.get("hold"), "inspections_per_1000": per.get("inspection"),
+            "rejections_per_1000": per.get("rejection"), "seizures_per_1000": per.get("seizure"),
+            "waiting_in_customs": c["waiting"] if isinstance(c["waiting"], int) else sum(c["waiting"].values())}
+
+
+def customs_table(report: Report, figures: dict | None = None):
+    """One row per corridor, destination, import regime and value class at arrival: the
+    clearance figures (seconds; rates in 0..1; events per 1,000 arrivals), parcels waiting now."""
+    import pandas as pd
+    figures = figures if figures is not None else corridor_figures(report)
+    rows = []
+    for corr, f in figures.items():
+        for key, c in f["customs"]["by_regime"].items():
+            dest, regime, vclass = key.split("|")
+            cols = customs_columns(c)
+            del cols["on_time_rate_excl_customs"]
+            rows.append({"corridor": corr, "destination": dest, "regime": regime,
+                         "value_class": vclass, **cols})
+    cols = ["corridor", "destination", "regime", "value_class",
+            *[c for c in CUSTOMS_COLUMNS if c != "on_time_rate_excl_customs"]]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def stage_table(report: Report, figures: dict | None = None):
@@ -239,6 +319,21 @@ def metric_samples(report: Report) -> list[dict]:
                       aggregate.DWELL_BUCKETS)
         for stage, seconds in sorted(tot.get("late", {}).items()):
             add("corridor_late_attributed_seconds_total", {"corridor": corr, "stage": stage}, seconds)
+        rows = figures.customs_rows(tot)
+        names = ("destination", "regime", "value_class")
+        for key, row in rows["clearance"]:
+            histogram("corridor_customs_clearance_seconds", {"corridor": corr, **dict(zip(names, key))},
+                      row, aggregate.CLEARANCE_BUCKETS)
+        for name, section, labels in (
+                ("corridor_customs_cleared_within_target_total", "within", names + ("days",)),
+                ("corridor_customs_arrivals_total", "arrivals", names),
+                ("corridor_customs_events_total", "events", names + ("type",)),
+                ("corridor_shipments_delivered_excluding_customs_total", "dex",
+                 ("service_level", "on_time")),
+                ("corridor_shipments_delivered_business_days_total", "dbd",
+                 ("service_level", "on_time"))):
+            for key, n in rows[section]:
+                add(name, {"corridor": corr, **dict(zip(labels, key))}, n)
     g = report.gauges
     for (corr, stage), n in sorted(g.in_stage.items()):
         add("corridor_shipments_in_stage", {"corridor": corr, "stage": stage}, n)
@@ -248,6 +343,11 @@ def metric_samples(report: Report) -> list[dict]:
         add("corridor_stage_excess_seconds", {"corridor": corr, "stage": stage}, secs)
     for corr, stage in sorted(g.bottlenecks().items()):
         add("corridor_bottleneck_stage", {"corridor": corr, "stage": stage}, 1)
+    for (corr, dest, regime, vclass, age), n in sorted(g.customs_waiting.items()):
+        add("corridor_customs_waiting", {"corridor": corr, "destination": dest, "regime": regime,
+                                         "value_class": vclass, "age": age}, n)
+    for r in sorted(report.engine.policy.regimes.regimes, key=lambda r: r.name):
+        add("corridor_import_regime_start_seconds", {"regime": r.name}, r.starts_at)
     if report.now is not None:
         add("corridor_stream_time_seconds", {}, report.now)
         r = report.at_risk
@@ -275,10 +375,21 @@ def to_json(report: Report, figures: dict | None = None) -> dict:
 
 
 # ---- rendering --------------------------------------------------------------------------------------
-def _human(df, *, stage: bool):
-    """Seconds -> days (transit) or hours (dwell), rates -> %, for people."""
+def _human(df, *, stage: bool = False, table: str | None = None):
+    """Seconds -> days (transit) or hours (dwell, clearance), rates -> %, for people."""
+    table = table or ("stages" if stage else "corridors")
     out = df.copy()
-    if stage:
+    if table == "customs":
+        out["within_target_%"] = (out.pop("cleared_within_target_rate") * 100).round(1)
+        for c in ("clearance_p50_s", "clearance_p90_s"):
+            out[c.replace("_s", "_h")] = (out.pop(c) / HOUR).round(1)
+        for c in ("holds_per_1000", "inspections_per_1000", "rejections_per_1000", "seizures_per_1000"):
+            out[c] = out[c].round(1)
+        return out[["corridor", "destination", "regime", "value_class", "arrivals", "cleared",
+                    "within_target_%", "clearance_p50_h", "clearance_p90_h", "holds_per_1000",
+                    "inspections_per_1000", "rejections_per_1000", "seizures_per_1000",
+                    "waiting_in_customs"]]
+    if table == "stages":
         for c in ("dwell_p50_s", "dwell_p90_s", "dwell_p95_s", "dwell_mean_s", "excess_now_s",
                   "late_attributed_s"):
             out[c.replace("_s", "_h")] = (out.pop(c) / HOUR).round(1)
@@ -286,11 +397,14 @@ def _human(df, *, stage: bool):
         return out[["corridor", "stage", "shipments", "dwell_p50_h", "dwell_p90_h", "dwell_p95_h",
                     "dwell_mean_h", "open_now", "excess_now_h", "late_attributed_h", "bottleneck"]]
     out["on_time_%"] = (out.pop("on_time_rate") * 100).round(1)
+    out["on_time_excl_customs_%"] = (out.pop("on_time_rate_excl_customs") * 100).round(1)
+    out["cleared_in_target_%"] = (out.pop("cleared_within_target_rate") * 100).round(1)
     for c in ("transit_p50_s", "transit_p90_s", "transit_p95_s", "transit_mean_s"):
         out[c.replace("_s", "_d")] = (out.pop(c) / DAY).round(2)
     out["bottleneck"] = out["bottleneck"].fillna("")
-    return out[["corridor", "delivered", "on_time", "late", "on_time_%", "transit_p50_d", "transit_p90_d",
-                "transit_p95_d", "transit_mean_d", "exceptions", "open", "overdue", "bottleneck"]]
+    return out[["corridor", "delivered", "on_time", "late", "on_time_%", "on_time_excl_customs_%",
+                "transit_p50_d", "transit_p90_d", "transit_p95_d", "transit_mean_d", "exceptions",
+                "open", "overdue", "bottleneck", "cleared_in_target_%"]]
 
 
 def _markdown(df) -> str:
@@ -317,6 +431,7 @@ def render(report: Report, fmt: str, *, top: int | None = None, table: str | Non
         return json.dumps(to_json(report, figures), indent=1, allow_nan=False) + "\n"
     corr = corridor_table(report, figures)
     stages = stage_table(report, figures)
+    cust = customs_table(report, figures)
     human = fmt != "csv"
     if top is None and human:
         top = DEFAULT_TOP_HUMAN
@@ -327,11 +442,13 @@ def render(report: Report, fmt: str, *, top: int | None = None, table: str | Non
         stages = stages[stages["corridor"].isin(set(corr["corridor"]))]
         stages = stages.assign(_o=stages["corridor"].map({c: i for i, c in enumerate(corr["corridor"])})) \
                        .sort_values(["_o"], kind="stable").drop(columns="_o")
-    wanted = [table] if table else (["corridors"] if fmt == "csv" else ["corridors", "stages"])
-    frames = {"corridors": corr, "stages": stages}
+        cust = cust[cust["corridor"].isin(set(corr["corridor"]))]
+    wanted = [table] if table else (["corridors"] if fmt == "csv" else
+                                    ["corridors", "stages"] + (["customs"] if len(cust) else []))
+    frames = {"corridors": corr, "stages": stages, "customs": cust}
     if fmt == "csv":
         if len(wanted) != 1:
-            raise ReportError("--format csv writes one table: pick it with --table corridors|stages")
+            raise ReportError("--format csv writes one table: pick it with --table corridors|stages|customs")
         return frames[wanted[0]].to_csv(index=False)
     rej = sum(report.rejected.values())
     title = (f"corridor report: {report.events} events"
@@ -341,8 +458,9 @@ def render(report: Report, fmt: str, *, top: int | None = None, table: str | Non
     footer = [f"... and {more} more corridors (--top 0 shows all)"] if more else []
     parts = []
     for name in wanted:
-        df = _human(frames[name], stage=name == "stages")
-        heading = "Corridors" if name == "corridors" else "Stage dwell"
+        df = _human(frames[name], table=name)
+        heading = {"corridors": "Corridors", "stages": "Stage dwell",
+                   "customs": "Customs by import regime"}[name]
         if fmt == "table":
             parts.append(f"{heading}\n" + (df.to_string(index=False, na_rep="-") if len(df) else "(none)"))
         elif fmt == "markdown":
@@ -412,7 +530,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "streams/feeds/mappings/olist.toml)")
     parser.add_argument("--format", dest="format", choices=OUTPUT_FORMATS, default="table",
                         help="output format (default table)")
-    parser.add_argument("--table", choices=("corridors", "stages"),
+    parser.add_argument("--table", choices=("corridors", "stages", "customs"),
                         help="only this table (csv writes the corridor table unless told)")
     parser.add_argument("--top", type=int, default=None,
                         help=f"only the N corridors with most deliveries (default: all for csv/json, "
@@ -423,6 +541,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--now", help="'now' for open/overdue/bottleneck, ISO-8601 with offset "
                                       "(default: the latest event time in the log)")
     parser.add_argument("--sla-policy", dest="sla_policy", help="SLA policy TOML (CORRIDOR_SLA_POLICY)")
+    parser.add_argument("--import-regimes", dest="import_regimes",
+                        help="import regimes TOML added to the shipped table (CORRIDOR_IMPORT_REGIMES)")
 
 
 def require_report_extra() -> None:
@@ -465,9 +585,10 @@ def main(args: argparse.Namespace) -> int:
     from streams.settings import Settings
 
     require_report_extra()
-    settings = Settings.from_env(sla_policy=getattr(args, "sla_policy", None))
+    settings = Settings.from_env(sla_policy=getattr(args, "sla_policy", None),
+                                 import_regimes=getattr(args, "import_regimes", None))
     try:
-        policy = SlaPolicy.load(settings.sla_policy or None)
+        policy = SlaPolicy.load(settings.sla_policy or None, settings.import_regimes or None)
     except PolicyError as exc:
         raise ReportError(str(exc)) from None
     now = None

@@ -75,6 +75,10 @@ SCENARIOS: dict[str, str] = {
                       "3-6x for air (shipments departing after the scenario starts)",
     "last-mile-failures": "half of first delivery attempts in GB fail and re-attempts take twice as long "
                           "(out_for_delivery after the scenario starts)",
+    "de-minimis-change": "AU drops its low-value threshold (AUD 1,000 -> 0) at midnight UTC on the scenario's "
+                         "first day: CN-AU parcels declared at AUD 1,000 or less (or undeclared) arriving from "
+                         "then on go through formal entry, import customs takes 4-8x longer and holds half of "
+                         "them (run the worker with the regime of --write-regimes)",
 }
 
 #: run(): simulated seconds per wall second once the pipeline is full (it sets the arrival rate): an hour a second.
@@ -252,6 +256,13 @@ _BACKLOG_HOLD_PROB = 0.6
 _LINEHAUL_DELAY = (48.0, 144.0)  # linehaul-delay: extra hours on CN-US linehaul (air capacity crunch)
 _LASTMILE_FAIL_PROB = 0.5      # last-mile-failures: first attempt failure in GB
 _LASTMILE_RETRY = 2.0
+#: de-minimis-change: the destination, the corridor whose low-value flood goes through formal entry,
+#: the regime the worker must know (scenario_regimes), the factor on import customs and the hold rate.
+DE_MINIMIS_DESTINATION, DE_MINIMIS_CORRIDOR = "AU", "CN-AU"
+DE_MINIMIS_REGIME = "au-de-minimis-removed"
+DE_MINIMIS_OLD_THRESHOLD_AUD = 1000.0
+_FORMAL_ENTRY = (4.0, 8.0)
+_FORMAL_HOLD_PROB = 0.5
 
 _EVENT_NS = uuid.UUID("6f1c9a52-4d0e-5a43-9a1e-0c0a7d1b2c3d")
 _EVENT_NS_BYTES = _EVENT_NS.bytes
@@ -398,6 +409,9 @@ def _plan(seed: int, n: int, arrival: float, scenario: str, scenario_start: floa
     slow, hold_prob = 1.0, dest.hold_prob
     if scenario == "customs-backlog" and corridor.name == "CN-AU" and arrived >= scenario_start:
         slow, hold_prob = rng.uniform(*_BACKLOG), _BACKLOG_HOLD_PROB
+    if scenario == "de-minimis-change" and corridor.name == DE_MINIMIS_CORRIDOR \
+            and arrived >= scenario_start and _was_low_value(plan.orders):
+        slow, hold_prob = rng.uniform(*_FORMAL_ENTRY), _FORMAL_HOLD_PROB
     steps.append((clock.after(_IMPORT_LODGE[lv], slow), "customs", "declaration_lodged", "import"))
     steps.append((clock.after(_RISK[lv], slow), "customs", "risk_assessed", "import"))
     if rng.random() < hold_prob:
@@ -431,6 +445,42 @@ def _plan(seed: int, n: int, arrival: float, scenario: str, scenario_start: floa
             return _sorted(plan)
     steps.append((clock.after(_DELIVER[lv]), S, "delivered", "depot"))
     return _sorted(plan)
+
+
+def _was_low_value(orders: list[dict]) -> bool:
+    """Would the parcel have been low value before the de-minimis change (AUD 1,000 or less, or no
+    declared value: customs cannot tell it from one)?"""
+    total = 0.0
+    for o in orders:
+        if o["cancelled"]:
+            continue
+        if o["value"] is None:
+            return True
+        total += o["value"]["amount"] / _USD_RATE[o["value"]["currency"]] * _USD_RATE["AUD"]
+    return total <= DE_MINIMIS_OLD_THRESHOLD_AUD
+
+
+def change_at(scenario_start: float) -> float:
+    """The de-minimis-change instant: midnight UTC at or after `scenario_start` (a regime starts on
+    a date)."""
+    day = datetime.fromtimestamp(scenario_start, timezone.utc).replace(hour=0, minute=0, second=0,
+                                                                          microsecond=0)
+    if day.timestamp() < scenario_start:
+        day += timedelta(days=1)
+    return day.timestamp()
+
+
+def scenario_regimes(scenario: str, scenario_start: float) -> str | None:
+    """The import regime table (TOML, for CORRIDOR_IMPORT_REGIMES) a worker needs to label the
+    scenario's parcels as the simulated customs treat them; None if the scenario needs none."""
+    if scenario != "de-minimis-change":
+        return None
+    day = datetime.fromtimestamp(change_at(scenario_start), timezone.utc).date().isoformat()
+    return (f"# corridor simulate --scenario de-minimis-change: {DE_MINIMIS_DESTINATION} drops its "
+            f"low-value threshold on {day}\n"
+            f"[[regime]]\nname = \"{DE_MINIMIS_REGIME}\"\ndestinations = [\"{DE_MINIMIS_DESTINATION}\"]\n"
+            f"since = {day}\nthreshold = 0\ncurrency = \"AUD\"\ntimezone = \"UTC\"\n"
+            f"note = \"simulated: AU removes its low-value threshold (de-minimis-change)\"\n")
 
 
 def _sorted(plan: _Plan) -> _Plan:
@@ -525,6 +575,8 @@ def histories(seed: int, shipments: int | None, *, scenario: str = "baseline", s
     if shipments is not None and shipments < 0:
         raise ValueError("shipments must be >= 0")
     scenario_start = start if scenario_start is None else scenario_start
+    if scenario == "de-minimis-change":
+        scenario_start = change_at(scenario_start)     # the regime's first day starts at midnight
     arrivals = Random(f"corridor-arrivals/{seed}")
     noise = Random(f"corridor-noise/{seed}")
     order_no = 0
@@ -599,11 +651,12 @@ def plan_clock(*, now: float, rate: float | None, shipments: int | None, speedup
 def run(settings, *, rate: float | None, shipments: int | None, seed: int, scenario: str,
         speedup: float = DEFAULT_SPEEDUP, start: float | None = None, duplicate_rate: float = 0.0,
         reorder_rate: float = 0.0, echo: Callable[[str], None] | None = None,
-        progress_every: float = 30.0) -> dict:
+        progress_every: float = 30.0, regimes_out: str | None = None) -> dict:
     """Publish simulated traffic to settings.input_topics; returns a summary dict.
 
     Stops after `shipments` complete histories, or (None) at SIGINT/SIGTERM, flushing first.
     `echo` (e.g. print) receives a start line and a progress line every `progress_every` wall seconds.
+    `regimes_out`: write there the import regime table the scenario needs (scenario_regimes), if any.
     """
     from kafka import KafkaProducer
     import orjson
@@ -624,6 +677,15 @@ def run(settings, *, rate: float | None, shipments: int | None, seed: int, scena
     layout = plan_clock(now=wall0, rate=rate, shipments=shipments, speedup=speedup, start=start,
                         duplicate_rate=duplicate_rate)
     t0 = layout["start"]
+    if scenario == "de-minimis-change":
+        layout["scenario_start"] = change_at(layout["scenario_start"])
+    regimes = scenario_regimes(scenario, layout["scenario_start"])
+    if regimes_out and regimes:
+        from pathlib import Path
+        Path(regimes_out).write_text(regimes, encoding="utf-8")
+        if echo:
+            echo(f"corridor simulate: wrote the scenario's import regime to {regimes_out} "
+                 "(run the worker with CORRIDOR_IMPORT_REGIMES pointing to it)")
     stream = histories(seed, shipments, scenario=scenario, start=t0, duplicate_rate=duplicate_rate,
                        reorder_rate=reorder_rate, arrival_interval=layout["arrival_interval"],
                        scenario_start=layout["scenario_start"])
@@ -749,6 +811,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of events re-sent verbatim later (same event_id), e.g. 0.02")
     parser.add_argument("--reorder", type=_fraction, default=0.0,
                         help="fraction of events delivered after later events of the same shipment, e.g. 0.05")
+    parser.add_argument("--write-regimes", dest="write_regimes", metavar="FILE", default=None,
+                        help="write the import regime the scenario needs (de-minimis-change) to FILE, "
+                             "for the worker's CORRIDOR_IMPORT_REGIMES")
     parser.add_argument("--backfill-days", type=_positive, default=None,
                         help="start the simulated clock this many days before now (default: 30 for "
                              "open-ended runs; far enough back for a bounded run to complete)")
@@ -767,7 +832,8 @@ def main(settings, args: argparse.Namespace) -> int:
     try:
         summary = run(settings, rate=args.rate, shipments=args.shipments, seed=args.seed, scenario=args.scenario,
                       speedup=args.speedup, start=start, duplicate_rate=args.duplicates,
-                      reorder_rate=args.reorder, echo=lambda line: print(line, flush=True))
+                      reorder_rate=args.reorder, echo=lambda line: print(line, flush=True),
+                      regimes_out=getattr(args, "write_regimes", None))
     except BrokerError as exc:
         print(f"corridor simulate: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -100,7 +100,7 @@ def faust_settings(settings: Settings) -> dict:
 
 def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App:
     settings.validate()
-    policy = policy or SlaPolicy.load(settings.sla_policy or None)
+    policy = policy or SlaPolicy.load(settings.sla_policy or None, settings.import_regimes or None)
     faust_patches.apply(embedded=settings.profile == "embedded", allow_untested=settings.allow_untested_faust)
     register_codecs()
     app = faust.App(settings.app_id, **faust_settings(settings))

@@ -15,8 +15,9 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, PlatformCollec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from streams.domain import aggregate
-from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
+from streams.domain import aggregate, figures
+from streams.domain.aggregate import CLEARANCE_BUCKETS, DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
+from streams.domain.regimes import RegimeTable
 from streams.domain.risk import MICRO
 
 
@@ -253,8 +254,43 @@ def totals_families(totals: dict[tuple[str, str], dict]):
         "corridor_late_attributed_seconds", "Lateness of late deliveries (delivered - promise), "
         "attributed to the stages that ran over their targets (docs/risk.md); the stages of a "
         "shipment add up to its lateness.", labels=["corridor", "partition", "stage"])
+    customs = ("destination", "regime", "value_class")
+    clearance = HistogramMetricFamily(
+        "corridor_customs_clearance_seconds", "Import clearance time (arrived_destination to the "
+        "import release), by destination, import regime and value class at arrival; observed "
+        "when the shipment's figures are final.", labels=["corridor", "partition", *customs])
+    within = CounterMetricFamily(
+        "corridor_customs_cleared_within_target", "Parcels released by import customs within the "
+        "destination's clearance target (SLA policy [customs]; days=business where configured), "
+        "out of corridor_customs_clearance_seconds_count.",
+        labels=["corridor", "partition", *customs, "days"])
+    arrivals = CounterMetricFamily(
+        "corridor_customs_arrivals", "Shipments that arrived at their destination "
+        "(arrived_destination), counted when their figures are final.",
+        labels=["corridor", "partition", *customs])
+    events = CounterMetricFamily(
+        "corridor_customs_events", "Import customs holds, inspections, rejections and seizures "
+        "of the arrivals counted in corridor_customs_arrivals_total, by type.",
+        labels=["corridor", "partition", *customs, "type"])
+    dex = CounterMetricFamily(
+        "corridor_shipments_delivered_excluding_customs", "Shipments delivered, counted a second "
+        "time on the clock with the customs stage removed: on time if delivered - customs time "
+        "is at or before the promise.", labels=["corridor", "partition", "service_level", "on_time"])
+    dbd = CounterMetricFamily(
+        "corridor_shipments_delivered_business_days", "Shipments delivered, counted against the "
+        "destination's promise in business days (SLA policy promise_business_days; local dates, "
+        "public holidays), where the policy gives one.",
+        labels=["corridor", "partition", "service_level", "on_time"])
     for corr, part in sorted(totals):
         tot = totals[(corr, part)]
+        rows = figures.customs_rows(tot)
+        for labels, row in rows["clearance"]:
+            buckets, _count, total = aggregate.cumulative(row, CLEARANCE_BUCKETS)
+            clearance.add_metric([corr, part, *labels], [(_le(b), c) for b, c in buckets], total)
+        for family, name in ((within, "within"), (arrivals, "arrivals"), (events, "events"),
+                             (dex, "dex"), (dbd, "dbd")):
+            for labels, n in rows[name]:
+                family.add_metric([corr, part, *labels], n)
         for key, n in sorted(tot["delivered"].items()):
             sl, on_time = key.split("|")
             delivered.add_metric([corr, part, sl, on_time], n)
@@ -268,7 +304,8 @@ def totals_families(totals: dict[tuple[str, str], dict]):
             dwell.add_metric([corr, part, stage], [(_le(b), c) for b, c in buckets], total)
         for stage, seconds in sorted(tot.get("late", {}).items()):
             late.add_metric([corr, part, stage], seconds)
-    yield from (delivered, exceptions, transit, dwell, late)
+    yield from (delivered, exceptions, transit, dwell, late, clearance, within, arrivals, events, dex,
+                dbd)
 
 
 def gauge_families(gauges: OpenGauges, now: float | None):
@@ -290,11 +327,37 @@ def gauge_families(gauges: OpenGauges, now: float | None):
                                    labels=["corridor", "stage"])
     for corr, stage in sorted(gauges.bottlenecks().items()):
         bottleneck.add_metric([corr, stage], 1)
+    waiting = GaugeMetricFamily("corridor_customs_waiting", "Open shipments waiting in import "
+                                "customs (arrived, not released), by how long since arrival "
+                                "(stream event time).", labels=["corridor", "destination", "regime",
+                                                                "value_class", "age"])
+    for labels, n in sorted(gauges.customs_waiting.items()):
+        waiting.add_metric(list(labels), n)
     clock = GaugeMetricFamily("corridor_stream_time_seconds", "The stream's event-time clock "
                               "('now' for overdue and excess), Unix seconds.")
     if now is not None:
         clock.add_metric([], now)
-    yield from (in_stage, overdue, excess, bottleneck, clock)
+    yield from (in_stage, overdue, excess, bottleneck, waiting, clock)
+
+
+class RegimeCollector(Collector):
+    """`corridor_import_regime_start_seconds{regime}`: when each import regime of the table the
+    worker runs with (streams/regimes.toml and CORRIDOR_IMPORT_REGIMES) came into force, Unix
+    seconds. The customs dashboard draws each start as an annotation."""
+
+    def __init__(self, regimes: RegimeTable):
+        self._rows = sorted((r.name, r.starts_at) for r in regimes.regimes)
+
+    def describe(self):
+        return []
+
+    def collect(self) -> Iterable:
+        fam = GaugeMetricFamily("corridor_import_regime_start_seconds", "When each import regime "
+                                "came into force (its first day at midnight in its time zone), "
+                                "Unix seconds.", labels=["regime"])
+        for name, start in self._rows:
+            fam.add_metric([name], start)
+        yield fam
 
 
 class WorkerCollector(Collector):

@@ -28,8 +28,9 @@ from streams.domain.policy import SlaPolicy
 from streams.domain.stages import parse_time
 from streams.settings import Settings
 from streams.worker.indexes import Expiry, settle_index
-from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters, RiskCollector,
-                                    TotalsExposition, WorkerCollector, register_process_metrics)
+from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
+                                    RegimeCollector, RiskCollector, TotalsExposition,
+                                    WorkerCollector, register_process_metrics)
 from streams.worker.reroute import as_produced
 from streams.worker.sends import log_send_error
 
@@ -89,6 +90,7 @@ class Pipeline:
         self._risk_pass = 0.0                          # wall seconds the last scoring took
         self._risk_next = 0.0
         self.registry.register(RiskCollector(lambda: self._at_risk))
+        self.registry.register(RegimeCollector(policy.regimes))
         self.decoders = {kind: Decoder(kind, max_bytes=settings.max_message_bytes,
                                       countries=accepted_countries(settings.region_code_set))
                          for kind in settings.input_topics}
@@ -711,7 +713,7 @@ class Pipeline:
         if entry is None or entry[4] is None:
             return None
         self.sync_risk()
-        corr, level, stage, _beyond, due, since = entry
+        corr, level, stage, _beyond, due, since, _waiting = entry
         return risk.describe(self.risk_model.predict(corr, level, stage, since, now, due), stage,
                              self.policy.at_risk)
 

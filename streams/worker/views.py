@@ -78,5 +78,7 @@ def corridor_summary(totals: dict, gauges: aggregate.OpenGauges, now, partitions
                 "mean": transit[-1] / sum(transit[:-1])},
             **figures.open_figures(gauges, corr),
             "bottleneck": bottlenecks.get(corr),
+            "customs": {**figures.customs_summary(tot),
+                        "waiting": sum(n for k, n in gauges.customs_waiting.items() if k[0] == corr)},
         }
     return {"now": iso(now), "partitions": partitions, "corridors": out}

@@ -273,8 +273,10 @@ async def test_open_shipment_gauges_follow_each_write_through_the_index(worker):
             await w.feed(kind, ev)
             totals, gauges, now = pipe.snapshot()
             scan = aggregate.open_gauges(pipe.timelines.values(), now, pipe.policy)
-            assert (gauges.open, gauges.in_stage, gauges.overdue, gauges.excess) == \
-                (scan.open, scan.in_stage, scan.overdue, scan.excess), f"after event {i}"
+            assert (gauges.open, gauges.in_stage, gauges.overdue, gauges.excess,
+                    gauges.customs_waiting) == \
+                (scan.open, scan.in_stage, scan.overdue, scan.excess, scan.customs_waiting), \
+                f"after event {i}"
         assert gauges.open == 1
         assert {sid for idx in pipe.open_index.values() for sid in idx} == {"S2"}
         assert w.sample("corridor_shipments_overdue", corridor="CN-AU", service_level="standard") == 1
@@ -363,3 +365,36 @@ async def test_the_worker_exports_its_process_and_build(worker):
         assert build.value == 1
         assert build.labels == {"version": version("corridor"), "faust_streaming": "0.15.3",
                                 "aiokafka": "0.14.0", "python": platform.python_version()}
+
+
+async def test_the_customs_figures_are_counted_once_when_final_and_exported(worker):
+    """Issue 17: a parcel held twice (declared USD 50 = AUD 76, low value under au-gst-low-value)
+    cleared in 40 h and one still waiting in customs; the worker's series are the engine's."""
+    from builders import customs
+    held = journey("S1", "O1", promised_h=200, hold=True, arrived=80.0, released=120.0,
+                   delivered=150.0)
+    held += [("customs", customs("S1", "inspection_completed", 90.0)),
+             ("customs", customs("S1", "held_for_inspection", 95.0))]
+    held.sort(key=lambda e: e[1]["occurred_at"])     # the harness's partitions settle when idle
+    waiting = journey("S2", "O2", promised_h=400, arrived=140.0, released=None, delivered=None)
+    for kind, ev in held + waiting:
+        if kind == "orders":
+            ev["declared_value"] = {"amount": 50, "currency": "USD"}
+    async with worker() as w:
+        await w.feed_all(held + waiting)
+        totals = w.totals()[f"{w.partition('S1')}|CN-AU"]
+        totals.pop("o")
+        assert totals == reference_totals(held + waiting)["CN-AU"]
+        labels = dict(corridor="CN-AU", destination="AU", regime="au-gst-low-value",
+                      value_class="low_value")
+        assert w.sample("corridor_customs_arrivals_total", **labels) == 1
+        assert w.sample("corridor_customs_events_total", **labels, type="hold") == 2
+        assert w.sample("corridor_customs_events_total", **labels, type="inspection") == 1
+        assert w.sample("corridor_customs_clearance_seconds_sum", **labels) == 40 * HOUR
+        assert w.sample("corridor_customs_cleared_within_target_total", **labels, days="calendar") == 1
+        assert w.sample("corridor_shipments_delivered_excluding_customs_total", corridor="CN-AU",
+                        service_level="standard", on_time="true") == 1
+        # now = the latest event, h150; S2 arrived at h140: 10 h in customs
+        assert w.sample("corridor_customs_waiting", **labels, age="0-1d") == 1
+        assert w.sample("corridor_import_regime_start_seconds", regime="us-de-minimis-suspended") == \
+            1756440000.0           # 2025-08-29T00:00 in New York (EDT, UTC-4)

@@ -42,8 +42,12 @@ COUNTERS = {"corridor_events_consumed", "corridor_events_applied", "corridor_eve
             "corridor_state_expired", "corridor_events_rerouted",
             "corridor_events_late",
             "corridor_events_rejected", "corridor_rebalances", "corridor_shipments_delivered",
-            "corridor_shipment_exceptions", "corridor_late_attributed_seconds"}
-HISTOGRAMS = {"corridor_shipment_transit_seconds", "corridor_stage_dwell_seconds"}
+            "corridor_shipment_exceptions", "corridor_late_attributed_seconds",
+            "corridor_customs_cleared_within_target", "corridor_customs_arrivals",
+            "corridor_customs_events", "corridor_shipments_delivered_excluding_customs",
+            "corridor_shipments_delivered_business_days"}
+HISTOGRAMS = {"corridor_shipment_transit_seconds", "corridor_stage_dwell_seconds",
+              "corridor_customs_clearance_seconds"}
 GAUGES = {"corridor_shipments_in_stage", "corridor_shipments_overdue",
           "corridor_stage_excess_seconds", "corridor_bottleneck_stage",
           "corridor_stream_time_seconds", "corridor_consumer_lag", "corridor_consumer_end_offset",
@@ -52,7 +56,8 @@ GAUGES = {"corridor_shipments_in_stage", "corridor_shipments_overdue",
           "corridor_shipments_pending_final", "corridor_worker_ready",
           "corridor_memory_limit_bytes", "corridor_shipments_at_risk",
           "corridor_shipments_predicted_late", "corridor_shipments_scored",
-          "corridor_risk_scored_time_seconds"}
+          "corridor_risk_scored_time_seconds", "corridor_customs_waiting",
+          "corridor_import_regime_start_seconds"}
 EXPOSED = ({f"{c}_total" for c in COUNTERS} | GAUGES
            | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")})
 
@@ -98,7 +103,7 @@ def exprs(dashboard: dict) -> list[str]:
 
 
 #: Grafana variables -> a value Prometheus can parse, for promtool.
-GRAFANA_VARS = {"$corridor": ".*", "$stage": ".*", "$job": JOB, "$window": "1h",
+GRAFANA_VARS = {"$corridor": ".*", "$stage": ".*", "$regime": ".*", "$job": JOB, "$window": "1h",
                 "$__rate_interval": "1m", "$__range": "1h", "$__interval": "1m"}
 
 
@@ -146,7 +151,7 @@ def test_dashboards_decode_into_the_sdk_model_without_loss(dashboards):
 
 def test_dashboards_have_the_promised_panels_and_variables(dashboards):
     assert set(dashboards) == {"corridor-overview.json", "corridor-bottlenecks.json",
-                               "corridor-workers.json"}
+                               "corridor-customs.json", "corridor-workers.json"}
     uids = [d["uid"] for d in dashboards.values()]
     assert len(set(uids)) == len(uids)
     for name, d in dashboards.items():
@@ -171,6 +176,26 @@ def test_dashboards_have_the_promised_panels_and_variables(dashboards):
             "(corridor_stage_excess_seconds") in bottleneck
     assert "corridor_stage_dwell_seconds_bucket" in bottleneck
     assert any(p["type"] == "heatmap" for p in panels(dashboards["corridor-bottlenecks.json"]))
+    customs = dashboards["corridor-customs.json"]
+    cexprs = "\n".join(exprs(customs))
+    for q in ("0.5", "0.9"):     # clearance p50 / p90 per destination
+        assert (f"histogram_quantile({q}, sum by (le, destination) "
+                f"(rate(corridor_customs_clearance_seconds_bucket") in cexprs
+    assert 'corridor_customs_cleared_within_target_total{corridor=~"$corridor",regime=~"$regime",' \
+           'days="calendar"}' in cexprs
+    assert "1000 * sum by (corridor, type) (increase(corridor_customs_events_total" in cexprs
+    assert "sum by (age) (corridor_customs_waiting" in cexprs
+    assert "sum by (le, regime, value_class)" in cexprs
+    assert "corridor_shipments_delivered_excluding_customs_total" in cexprs
+    variables = {v["name"]: v for v in customs["templating"]["list"]}
+    assert variables["regime"]["multi"] and variables["regime"]["includeAll"]
+    # the share against its target line: the 80 % floor of CorridorCustomsClearanceSlow
+    (share,) = [p for p in panels(customs) if p["title"].startswith("Share cleared within target")]
+    assert share["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"] == {"mode": "line"}
+    assert [s["value"] for s in share["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [None, 0.8]
+    # regime changes are annotations from the regimes' starts
+    (annotation,) = customs["annotations"]["list"]
+    assert "corridor_import_regime_start_seconds" in annotation["expr"] and annotation["enable"]
     workers = "\n".join(exprs(dashboards["corridor-workers.json"]))
     for metric in ("corridor_events_consumed_total", "corridor_consumer_lag",
                    "corridor_events_rejected_total", "corridor_rebalances_total", "up{"):
@@ -193,8 +218,11 @@ def test_the_metric_contract_is_what_the_worker_exports():
     from prometheus_client import CollectorRegistry
     from streams.domain import aggregate
     from streams.domain.aggregate import OpenGauges
+    from streams.domain.policy import SlaPolicy
     from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
-                                        MemoryLimitCollector, ReadinessCollector, WorkerCollector)
+                                        MemoryLimitCollector, ReadinessCollector, RegimeCollector,
+                                        RiskCollector, WorkerCollector)
+    from streams.domain.risk import AtRisk
 
     registry = CollectorRegistry(auto_describe=False)
     counters = EventCounters(registry)
@@ -206,18 +234,28 @@ def test_the_metric_contract_is_what_the_worker_exports():
     counters.rebalances.inc()
     tot = aggregate.new_totals()
     for obs in (("delivered", "CN-DE", "standard", True, 3600.0), ("dwell", "CN-DE", "customs", 60.0),
-                ("exception", "CN-DE", "lost"), ("late", "CN-DE", "customs", 3600)):
+                ("exception", "CN-DE", "lost"), ("late", "CN-DE", "customs", 3600),
+                ("customs", "CN-DE", "DE", "eu-ioss", "low_value", 7200.0, True, None, 1, 1, 0, 0),
+                ("delivered_ex_customs", "CN-DE", "standard", True),
+                ("delivered_business_days", "CN-DE", "standard", True)):
         aggregate.add(tot, obs)
     totals = {("CN-DE", "0"): tot}
     gauges = OpenGauges()
     gauges.in_stage[("CN-DE", "customs")] = 1
     gauges.overdue[("CN-DE", "standard")] = 1
     gauges.excess[("CN-DE", "customs")] = 10.0
+    gauges.customs_waiting[("CN-DE", "DE", "eu-ioss", "low_value", "0-1d")] = 1
     registry.register(CorridorCollector(lambda: (totals, gauges, 1.7e9)))
     registry.register(WorkerCollector(lambda: ([("shipments", 0, 10, 5)], 1), 4))
     registry.register(AwaitingCollector(lambda: {"awaiting_order": {0: 2}, "pending_final": {0: 1}}))
     registry.register(ReadinessCollector(lambda: True))
     registry.register(MemoryLimitCollector(lambda: 2 ** 30))
+    registry.register(RegimeCollector(SlaPolicy.load().regimes))
+    risk = AtRisk()
+    risk.at_risk[("CN-DE", "standard", "customs")] = 1
+    risk.expected_late["CN-DE"] = 600_000
+    risk.scored["CN-DE"] = 2
+    registry.register(RiskCollector(lambda: (risk, 1.7e9)))
     exposed = {s.name for fam in registry.collect() for s in fam.samples}
     exposed = {n for n in exposed if not n.endswith("_created")}
     assert exposed == EXPOSED

@@ -34,7 +34,7 @@ RUNBOOK = REPO / "deploy" / "RUNBOOK.md"
 
 #: Alerts about one corridor: warnings for logistics-ops.
 CORRIDOR_ALERTS = {"CorridorOnTimeRateLow", "CorridorOverdueBacklog", "CorridorStageBottleneck",
-                   "CorridorNoTraffic", "CorridorAtRiskRising"}
+                   "CorridorNoTraffic", "CorridorAtRiskRising", "CorridorCustomsClearanceSlow"}
 #: Alerts about the fleet rather than one corridor (their summary names no corridor), labelled
 #: team="platform": warnings go to the platform receiver, critical ones page.
 FLEET_ALERTS = {"CorridorWorkerDown", "CorridorConsumerLag", "CorridorNoTargets",
@@ -164,7 +164,7 @@ def test_alertmanager_pages_on_critical_sends_warnings_to_their_team_and_groups_
                "severity=warning", "team=platform")
     assert proc.returncode != 0, output(proc)
     assert load_yaml(ALERTMANAGER)["route"]["group_by"] == ["namespace", "alertname", "corridor",
-                                                            "stage"]
+                                                            "stage", "regime"]
 
 
 def test_corridor_alerts_are_inhibited_while_the_workers_are_down():
@@ -202,6 +202,7 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section():
     for name in ALERTS - FLEET_ALERTS:
         assert "$labels.corridor" in alerts[name]["annotations"]["summary"], name
     assert "$labels.stage" in alerts["CorridorStageBottleneck"]["annotations"]["summary"]
+    assert "$labels.regime" in alerts["CorridorCustomsClearanceSlow"]["annotations"]["summary"]
 
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test():

@@ -3,9 +3,9 @@ reading the records that are already in changelogs.
 
 - Shape: the records the domain builds, as a changelog carries them (orjson JSON), have exactly
   the keys and value types that the TypedDicts in records.py declare.
-- Golden records: changelog_fixtures/v6 holds records written by today's code, frozen, v5 those
-  of the code before the lateness prediction (the same history, frozen earlier) and v4 those of
-  the code before the lateness attribution (frozen earlier still).
+- Golden records: changelog_fixtures/v7 holds records written by today's code, frozen, v6 those
+  of the code before the customs figures, v5 those of the code before the lateness prediction
+  and v4 those of the code before the lateness attribution (each frozen earlier).
   changelog_fixtures/v3 and v1 hold records written by the code of 0035b5f and 8eceba3
   (changelog versions 3 and 1; changelog_fixtures/README.md says how each was made). Loading
   them and going on with today's code gives exact figures. A change to a record's shape has to
@@ -29,7 +29,7 @@ import pytest
 
 from builders import HOUR, T0_EPOCH, customs, journey, order, ship
 from streams.domain import aggregate, join, orders as order_side, records, risk, timeline, totals
-from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS
+from streams.domain.aggregate import CLEARANCE_BUCKETS, DWELL_BUCKETS, TRANSIT_BUCKETS
 from streams.domain.policy import SlaPolicy
 
 POLICY = SlaPolicy.load()
@@ -275,6 +275,16 @@ def row(buckets: tuple[float, ...], *hours: float) -> list:
     return counts + [sum(v * HOUR for v in hours)]
 
 
+def customs_totals(base: str, hours: list[float], *, arrivals: int, holds: int = 0,
+                   inspections: int = 0, within: int | None = None) -> dict:
+    """The `clear`, `cwt` and `cust` sections of parcels cleared in `hours`, by hand."""
+    within = len(hours) if within is None else within
+    return {"clear": {base: row(CLEARANCE_BUCKETS, *hours)}, "cwt": {f"{base}|calendar": within},
+            "cust": {f"{base}|arrival": arrivals, f"{base}|hold": holds,
+                     f"{base}|inspection": inspections, f"{base}|rejection": 0,
+                     f"{base}|seizure": 0}}
+
+
 def transit(*hours: float) -> list:
     return row(TRANSIT_BUCKETS, *hours)
 
@@ -362,8 +372,9 @@ def test_a_timeline_has_the_declared_shape_after_apply_settle_and_remember():
     assert "lobs" in state
 
     obs = timeline.settle(state, POLICY, h(130.0) + GRACE + 1, GRACE)     # final
-    # 5 dwell, the delivery, and a risk sample per stage (version 6)
-    assert state["fin"] and state["observed"] and len(obs) == 11
+    # 5 dwells, the customs figures, delivered, delivered without customs time, and a risk
+    # sample per stage (version 6)
+    assert state["fin"] and state["observed"] and len(obs) == 13
     assert [o[0] for o in obs].count("risk") == 5
     assert_shape(state, records.TimelineState)
     assert problems(round_trip(obs), list[records.Observation]) == []
@@ -421,13 +432,13 @@ def test_every_record_the_worker_writes_has_the_declared_shape():
 
 # ---- golden records ------------------------------------------------------------------------------
 def test_the_fixture_files_hold_changelog_bytes():
-    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4", "v5", "v6"}
+    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4", "v5", "v6", "v7"}
     for path in fixture_files():
         assert path.read_text() == render(orjson.loads(path.read_bytes())), path
 
 
 def test_every_fixture_record_loads_into_the_declared_shape():
-    for version in (1, 3, 4, 5, 6):
+    for version in (1, 3, 4, 5, 6, 7):
         for table in TABLES:
             for key, value in fixture(version, table).items():
                 loaded = LOADERS[table](copy.deepcopy(value))
@@ -490,6 +501,12 @@ def test_todays_changelog_loads_and_continues_with_exact_figures():
         # S2 is 36 h late and only its linehaul ran over target (130 h, express 48 h): version 5
         # code attributes all of it there, to a record written by version 4
         "late": {"linehaul": 36 * 3600},
+        # version 6 figures of the two shipments settled after the freeze: S3 cleared in 10 h,
+        # S2 in 20 h (both within a day), no declared value; S2's hold was applied by version 4
+        # code (no `cx`), so it is in customs_hold above but not in the customs counts
+        **customs_totals("AU|au-gst-low-value|unknown", [10, 20], arrivals=2),
+        # S3 on time either way; S2 (express, due at 164 h) delivered at 200 h, 180 h without customs
+        "dex": {"standard|true": 1, "express|false": 1},
         "o": {FIN: 6},          # 3 settlements before the freeze, then S2's hold, S3, S2
     }}
 
@@ -577,8 +594,65 @@ def test_a_version_6_changelog_continues_and_counts_risk_samples_exactly():
                                    (50.0, 90.0))}
 
 
+# ---- the history behind the version 7 fixtures: version 5's, S4 final, then S5 and S6 -----------
+def v7_until_freeze() -> Partition:
+    """The version 5 history, S4 made final (80 h in customs, no declared value), then S5:
+    declared USD 700 (AUD 1,064: formal under au-gst-low-value), held twice and inspected twice,
+    40 h in customs, delivered at 470 h and not final yet; and S6 (USD 30: low value) waiting in
+    customs since 450 h."""
+    p = v5_until_freeze()
+    p.advance(480.0)
+    cn_au = dict(origin_country="CN", destination_country="AU")
+    usd = lambda amount: {"amount": amount, "currency": "USD"}     # noqa: E731
+    p.feed("orders", order("O5", 300.0, declared_value=usd(700), event_id="o5-placed"))
+    p.feed("orders", order("O6", 350.0, declared_value=usd(30), event_id="o6-placed"))
+    for sid, oid, t0 in (("S5", "O5", 300.0), ("S6", "O6", 350.0)):
+        p.feed("shipments", ship(sid, "label_created", t0 + 1, order_ids=[oid],
+                                 event_id=f"{sid.lower()}-label", **cn_au))
+        p.feed("shipments", ship(sid, "picked_up", t0 + 10, event_id=f"{sid.lower()}-picked"))
+        p.feed("shipments", ship(sid, "departed_origin", t0 + 20, event_id=f"{sid.lower()}-departed"))
+    p.feed("shipments", ship("S5", "arrived_destination", 400.0, event_id="s5-arrived"))
+    for etype, hours in (("declaration_lodged", 401.0), ("held_for_inspection", 402.0),
+                         ("inspection_completed", 410.0), ("held_for_inspection", 415.0),
+                         ("inspection_completed", 430.0), ("released", 440.0)):
+        p.feed("customs", customs("S5", etype, hours, event_id=f"c5-{etype}-{hours:g}"))
+    p.feed("shipments", ship("S6", "arrived_destination", 450.0, event_id="s6-arrived"))
+    p.feed("shipments", ship("S5", "delivered", 470.0, event_id="s5-delivered"))
+    p.advance(490.0)            # S5's holds pass the watermark; S5 is final at 470 + 48 h
+    return p
+
+
+def test_a_version_7_changelog_continues_with_exact_customs_figures():
+    p = Partition.recovered(7)
+    tot = p.totals["0|CN-AU"]
+    # S1 to S4, settled before the freeze by today's code: in customs 20, 10, 20 and 80 h (all
+    # within 5 days), S1 and S2 held once each, none with a declared value
+    assert {k: tot[k] for k in ("clear", "cwt", "cust")} == \
+        customs_totals("AU|au-gst-low-value|unknown", [20, 10, 20, 80], arrivals=4, holds=2)
+    assert p.timelines["S5"]["cx"] == [["hold", h(402.0)], ["inspection", h(410.0)],
+                                       ["hold", h(415.0)], ["inspection", h(430.0)]]
+    assert p.timelines["S5"]["of"]["O5"]["value"] == [700, "USD"]
+    entry = timeline.open_entry(p.timelines["S6"], POLICY)
+    assert entry[2] == "customs" and entry[6] == ("AU", "au-gst-low-value", "low_value", h(450.0))
+    p.advance(530.0)
+    assert p.recounted == {}
+    tot = p.totals["0|CN-AU"]
+    assert tot["clear"] == {"AU|au-gst-low-value|unknown": row(CLEARANCE_BUCKETS, 20, 10, 20, 80),
+                            "AU|au-gst-low-value|formal": row(CLEARANCE_BUCKETS, 40)}
+    assert tot["cust"]["AU|au-gst-low-value|formal|hold"] == 2
+    assert tot["cust"]["AU|au-gst-low-value|formal|inspection"] == 2
+    assert tot["cwt"] == {"AU|au-gst-low-value|unknown|calendar": 4,
+                          "AU|au-gst-low-value|formal|calendar": 1}
+    # S5: CN-AU standard promise 288 h from 300 h = 588 h; delivered 470 h: on time both ways.
+    # S4 was 30 h late (promise 400 h, delivered 430 h) but 80 h in customs: on time without
+    # them (350 h); S2 (express) late either way; S1 and S3 on time
+    assert tot["delivered"] == {"standard|true": 3, "express|false": 1, "standard|false": 1}
+    assert tot["dex"] == {"standard|true": 4, "express|false": 1}
+
+
 @pytest.mark.parametrize("version, seqs", [(4, [1, 2, 3]), (5, [1, 2, 3, 4, 5, 6]),
-                                           (6, [1, 2, 3, 4, 5, 6, 7])])
+                                           (6, [1, 2, 3, 4, 5, 6, 7]),
+                                           (7, [1, 2, 3, 4, 5, 6, 7, 8, 9])])
 def test_todays_lobs_recount_totals_that_a_crash_lost(version, seqs):
     """The `lobs` that the timelines hold are enough to recount totals lost in a crash between
     the two changelog ranks (states are written first), late attribution and the risk records
@@ -628,6 +702,9 @@ def test_a_version_3_changelog_continues_with_exact_figures(load):
         "dwell": {"fulfilment": dwell(10, 11, 5), "origin": dwell(20, 20, 15),
                   "linehaul": dwell(50, 50, 35), "customs": dwell(20, 20, 20),
                   "last_mile": dwell(30, 38, 10)},
+        # S7 and S9, settled by today's code: 20 h in customs each, no declared value
+        **customs_totals("AU|au-gst-low-value|unknown", [20, 20], arrivals=2),
+        "dex": {"standard|true": 1, "express|true": 1},
         "o": {"customs-events": 1, "shipments": 4, FIN: 3},    # S7, S9's hold, S9
     }}
     for table in TABLES:

@@ -287,3 +287,23 @@ def test_every_alert_rule_is_evaluated_by_the_view_or_says_why_not():
         "new alerts in rules.yml: evaluate them in streams/tools/live_view.py (RULE_THRESHOLDS, "
         "would_fire) or say why not (NOT_EVALUATED)")
     assert skipped - rules == set(), "NOT_EVALUATED names alerts that rules.yml no longer has"
+
+
+def test_the_customs_alert_per_corridor_and_regime_at_its_boundaries():
+    def text(rows):
+        out = []
+        for corr, regime, cleared, within in rows:
+            labels = f'corridor="{corr}",partition="0",destination="AU",regime="{regime}",value_class="formal"'
+            out.append(f"corridor_customs_clearance_seconds_count{{{labels}}} {cleared}")
+            out.append(f'corridor_customs_cleared_within_target_total{{{labels},days="calendar"}} {within}')
+            out.append(f'corridor_customs_cleared_within_target_total{{{labels},days="business"}} {cleared}')
+        return "\n".join(out) + "\n"
+    snap = live_view.parse(text([("CN-AU", "au-de-minimis-removed", 40, 31),   # 77.5 %: fires
+                                 ("CN-AU", "au-gst-low-value", 40, 32),        # 80 %: not below
+                                 ("KR-AU", "au-de-minimis-removed", 19, 0)]))  # below 20 parcels
+    assert snap.customs == {("CN-AU", "au-de-minimis-removed"): (40, 31),
+                            ("CN-AU", "au-gst-low-value"): (40, 32),
+                            ("KR-AU", "au-de-minimis-removed"): (19, 0)}
+    assert live_view.would_fire(snap) == [live_view.Alert(
+        "CorridorCustomsClearanceSlow", "CN-AU",
+        "au-de-minimis-removed: 77.5 % of 40 parcels cleared customs within target (< 80% of >= 20)")]

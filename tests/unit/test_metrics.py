@@ -12,12 +12,16 @@ from prometheus_client.core import CollectorRegistry
 
 from streams.contract import codec
 from streams.domain import aggregate
-from streams.domain.aggregate import DWELL_BUCKETS, TRANSIT_BUCKETS
+from streams.domain import customs
+from streams.domain.aggregate import CLEARANCE_BUCKETS, DWELL_BUCKETS, TRANSIT_BUCKETS
+from streams.domain.policy import SlaPolicy
+from streams.domain.regimes import NO_REGIME, VALUE_CLASSES
 from streams.domain.stages import END_EVENTS, EVENT_EXCEPTIONS, SERVICE_LEVELS, STAGES
 from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
-                                    MemoryLimitCollector, ReadinessCollector, TotalsExposition,
+                                    MemoryLimitCollector, ReadinessCollector, RegimeCollector,
+                                    TotalsExposition,
                                     WorkerCollector, memory_limit_bytes, register_process_metrics,
                                     worker_ready)
 from streams.worker.views import readiness
@@ -64,7 +68,7 @@ def test_cached_text_equals_prometheus_client_and_follows_each_record_change():
     del records[("DE-US", "1")]
     assert text.render(records) == generic(records)
     assert text.render({}) == generic({})
-    assert text.render({}).count("# HELP ") == 5 and "{" not in text.render({})
+    assert text.render({}).count("# HELP ") == 11 and "{" not in text.render({})
 
 
 # ---- readiness and the memory limit ---------------------------------------------------------------
@@ -181,15 +185,30 @@ CONSUMED = (INPUT_TOPICS + list(SETTINGS.rerouted_topics.values())
             + [SETTINGS.topic_order_links, SETTINGS.topic_shipment_orders])
 
 HISTOGRAM_SERIES = {"transit": len(TRANSIT_BUCKETS) + 1 + 2,      # buckets, +Inf, _sum, _count
-                    "dwell": len(DWELL_BUCKETS) + 1 + 2}
+                    "dwell": len(DWELL_BUCKETS) + 1 + 2,
+                    "clearance": len(CLEARANCE_BUCKETS) + 1 + 2}
+#: The import regimes a corridor's parcels can be labelled with: those of its destination in the
+#: shipped table and `none` (before the first). The budget's corridors end in DE: `none` and
+#: eu-ioss. `none` has one value class (unknown), a regime all three.
+REGIMES = SlaPolicy.load().regimes
+DE_REGIMES = [r.name for r in REGIMES.regimes if "DE" in r.destinations]
+CUSTOMS_LABELS = [(NO_REGIME, "unknown")] + [(r, v) for r in DE_REGIMES for v in VALUE_CLASSES]
+#: per (regime, value class): the clearance histogram, cleared within target in calendar and
+#: business days, arrivals, and holds, inspections, rejections and seizures.
+PER_CUSTOMS_LABELS = HISTOGRAM_SERIES["clearance"] + 2 + 1 + len(customs.EVENT_TYPES)
 #: per corridor and partition: delivered (service level x on time), exceptions by type, transit
-#: per service level, dwell per stage, lateness attributed per stage.
+#: per service level, dwell per stage, lateness attributed per stage, the customs families per
+#: (regime, value class), delivered excluding customs and against a business-day promise (service
+#: level x on time each).
 PER_CORRIDOR_PARTITION = (len(SERVICE_LEVELS) * 2 + len(EXCEPTION_TYPES)
                           + len(SERVICE_LEVELS) * HISTOGRAM_SERIES["transit"]
-                          + len(STAGES) * HISTOGRAM_SERIES["dwell"] + len(STAGES))
+                          + len(STAGES) * HISTOGRAM_SERIES["dwell"] + len(STAGES)
+                          + len(CUSTOMS_LABELS) * PER_CUSTOMS_LABELS + 2 * len(SERVICE_LEVELS) * 2)
 #: per corridor (the open-shipment gauges, no partition label): in stage and excess per stage,
-#: overdue per service level, the bottleneck stage.
-PER_CORRIDOR = len(STAGES) * 2 + len(SERVICE_LEVELS) + 1
+#: overdue per service level, the bottleneck stage, parcels waiting in customs per (regime,
+#: value class) and age bucket.
+PER_CORRIDOR = (len(STAGES) * 2 + len(SERVICE_LEVELS) + 1
+                + len(CUSTOMS_LABELS) * len(customs.AGE_LABELS))
 #: per partition owned: lag and end offset per consumed topic, awaiting order, pending final.
 PER_PARTITION = len(CONSUMED) * 2 + 2
 
@@ -207,6 +226,13 @@ def saturated_totals(corridor: str) -> dict:
         aggregate.add(tot, ("exception", corridor, exc))
     for stage in STAGES:
         aggregate.add(tot, ("late", corridor, stage, 3600))
+    for regime, vclass in CUSTOMS_LABELS:
+        aggregate.add(tot, ("customs", corridor, "DE", regime, vclass, 3600.0, True, False,
+                            1, 1, 1, 1))
+    for sl in SERVICE_LEVELS:
+        for kind in ("delivered_ex_customs", "delivered_business_days"):
+            aggregate.add(tot, (kind, corridor, sl, True))
+            aggregate.add(tot, (kind, corridor, sl, False))
     tot["o"] = {"shipments": 1}
     return tot
 
@@ -223,6 +249,9 @@ def worker_exposition(corridors: int, partitions: int) -> str:
             gauges.excess[(c, stage)] = 600.0
         for sl in SERVICE_LEVELS:
             gauges.overdue[(c, sl)] = 1
+        for regime, vclass in CUSTOMS_LABELS:
+            for age in customs.AGE_LABELS:
+                gauges.customs_waiting[(c, "DE", regime, vclass, age)] = 2
     registry = CollectorRegistry(auto_describe=False)
     counters = EventCounters(registry)
     for topic in CONSUMED:
@@ -243,6 +272,7 @@ def worker_exposition(corridors: int, partitions: int) -> str:
     counts = {p: 1 for p in range(partitions)}
     registry.register(AwaitingCollector(lambda: {"awaiting_order": counts, "pending_final": counts}))
     registry.register(ReadinessCollector(lambda: True))
+    registry.register(RegimeCollector(REGIMES))
     return generate_latest(registry).decode() + TotalsExposition().render(totals)
 
 
@@ -275,8 +305,9 @@ def test_the_budget_counts_every_family(memory_limit):
 
 def test_series_per_corridor_follow_from_the_metric_definitions():
     assert len(EXCEPTION_TYPES) == 7 and len(SERVICE_LEVELS) == 3 and len(STAGES) == 5
-    assert HISTOGRAM_SERIES == {"transit": 15, "dwell": 15}
-    assert PER_CORRIDOR_PARTITION == 138 and PER_CORRIDOR == 14
+    assert HISTOGRAM_SERIES == {"transit": 15, "dwell": 15, "clearance": 11}
+    assert len(CUSTOMS_LABELS) == 4 and PER_CUSTOMS_LABELS == 18
+    assert PER_CORRIDOR_PARTITION == 138 + 4 * 18 + 2 * 6 == 222 and PER_CORRIDOR == 14 + 4 * 5 == 34
     assert len(CONSUMED) == 8 and PER_PARTITION == 18
     for n, p in ((1, 1), (3, 2), (50, 4)):
         totals = {(f"{chr(65 + i)}A-DE", str(q)): saturated_totals(f"{chr(65 + i)}A-DE")
@@ -285,14 +316,16 @@ def test_series_per_corridor_follow_from_the_metric_definitions():
 
 
 def test_worker_series_count_exactly(memory_limit):
-    """Every series of a worker's /metrics: corridors x partitions x 138 + corridors x 14 +
-    partitions x 18 + a fixed part (counters with every topic and reason, process, readiness)."""
+    """Every series of a worker's /metrics: corridors x partitions x 222 + corridors x 34 +
+    partitions x 18 + a fixed part (counters with every topic and reason, process, readiness,
+    the import regimes' starts)."""
     fixed = series(worker_exposition(0, 0))
     counter_children = (len(CONSUMED) * (4 + len(REASONS)) + len(INPUT_TOPICS)
                         + sum(map(len, EXPIRY_REASONS.values())) + 1)
     # each Counter child is `_total` and `_created`; process_* (6), python_info, build_info,
-    # memory limit, corridor_stream_time_seconds, partitions assigned and configured, ready
-    assert fixed == 2 * counter_children + 6 + 1 + 1 + 1 + 1 + 2 + 1
+    # memory limit, corridor_stream_time_seconds, partitions assigned and configured, ready, one
+    # start per import regime of the shipped table
+    assert fixed == 2 * counter_children + 6 + 1 + 1 + 1 + 1 + 2 + 1 + len(REGIMES.regimes)
     for n, p in ((1, 1), (10, 2), (50, 4), (50, 12)):
         assert series(worker_exposition(n, p)) == (n * p * PER_CORRIDOR_PARTITION
                                                    + n * PER_CORRIDOR + p * PER_PARTITION + fixed)
@@ -304,8 +337,8 @@ def test_sample_limit_fits_the_planned_fleet_with_headroom(memory_limit):
     budget; the scrapes' sample_limit leaves it at least 40 % headroom and is the same in the
     compose Prometheus and the Kubernetes PodMonitor."""
     budget = series(worker_exposition(50, 4))
-    assert budget == 50 * 4 * 138 + 50 * 14 + 4 * 18 + series(worker_exposition(0, 0))
-    assert len(REASONS) == 12 and budget == 28659            # the figure of docs/cardinality.md
+    assert budget == 50 * 4 * 222 + 50 * 34 + 4 * 18 + series(worker_exposition(0, 0))
+    assert len(REASONS) == 12 and budget == 46463            # the figure of docs/cardinality.md
     prom = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "corridor-workers"]
     podmonitor = yaml.safe_load((REPO / "deploy" / "k8s" / "podmonitor.yaml").read_text())

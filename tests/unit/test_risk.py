@@ -218,10 +218,10 @@ def test_score_open_counts_at_risk_and_the_expected_late_in_millionths(model):
     # (p_late reads the window as it is; predict, like score_open, moves it to now's day first)
     p1 = model.predict("CN-AU", "standard", "customs", now, now, now + 10 * DAY).p_late  # 0.3228
     entries = [
-        ("CN-AU", "standard", "customs", now + 2 * DAY, now + 10 * DAY, now),     # p1
+        ("CN-AU", "standard", "customs", now + 2 * DAY, now + 10 * DAY, now, None),     # p1
         None,                                                                   # not open
-        ("CN-AU", "standard", "customs", now, now - HOUR, now - 2 * DAY),        # past its promise
-        ("KR-AU", "standard", "customs", now, None, now - DAY),                  # no promise
+        ("CN-AU", "standard", "customs", now, now - HOUR, now - 2 * DAY, None),        # past its promise
+        ("KR-AU", "standard", "customs", now, None, now - DAY, None),                  # no promise
     ]
     out = risk.score_open(model, entries, now)
     assert dict(out.at_risk) == {("CN-AU", "standard", "customs"): 1}

@@ -448,3 +448,95 @@ def test_cli_arguments():
             assert exc.code == 2
         else:
             raise AssertionError(f"{bad} accepted")
+
+
+# ---- de-minimis-change (issue 17) ------------------------------------------------------------------
+def customs_by_corridor_and_regime(events, policy):
+    """{(corridor, regime): (arrivals, holds, cleared, cleared within 5 days, clearance sum)} from
+    the engine (the worker's rules) over the simulated events in stream order."""
+    from streams.domain import figures
+    from streams.domain.engine import Engine
+    eng = Engine(policy)
+    for e in events:
+        eng.feed(e.topic, e.value)
+    eng.finish()
+    out = defaultdict(lambda: [0, 0, 0, 0, 0.0])
+    for corr, tot in eng.totals.items():
+        rows = figures.customs_rows(tot)
+        for (_d, regime, _v), n in rows["arrivals"]:
+            out[(corr, regime)][0] += n
+        for (_d, regime, _v, typ), n in rows["events"]:
+            out[(corr, regime)][1] += n if typ == "hold" else 0
+        for (_d, regime, _v), row in rows["clearance"]:
+            out[(corr, regime)][2] += sum(row[:-1])
+            out[(corr, regime)][4] += row[-1]
+        for (_d, regime, _v, days), n in rows["within"]:
+            out[(corr, regime)][3] += n if days == "calendar" else 0
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def test_de_minimis_change_slows_and_holds_cn_au_low_value_parcels_under_the_new_regime_only(tmp_path):
+    from streams.domain.policy import SlaPolicy
+    cut = START + 13 * 86400                     # 2026-10-04T13:33Z: the change is at midnight after
+    assert simulate.change_at(cut) == ts("2026-10-05T00:00:00+00:00")
+    regimes = tmp_path / "regimes.toml"
+    regimes.write_text(simulate.scenario_regimes("de-minimis-change", cut))
+    assert "since = 2026-10-05" in regimes.read_text()
+    assert simulate.scenario_regimes("customs-backlog", cut) is None
+    policy = SlaPolicy.load(None, regimes=regimes)
+    kw = dict(arrival_interval=600.0, scenario_start=cut)
+    changed = gen(seed=23, n=3000, scenario="de-minimis-change", **kw)
+    base = gen(seed=23, n=3000, **kw)
+    fig, ref = customs_by_corridor_and_regime(changed, policy), customs_by_corridor_and_regime(base, policy)
+    old, new = "au-gst-low-value", simulate.DE_MINIMIS_REGIME
+    # before the change both runs are the same parcels; every corridor keeps its figures elsewhere
+    assert fig[("CN-AU", old)] == ref[("CN-AU", old)]
+    assert {k: v for k, v in fig.items() if k[0] != "CN-AU"} == {k: v for k, v in ref.items() if k[0] != "CN-AU"}
+
+    def share(v):
+        return v[3] / v[2]
+
+    def holds_per_1000(v):
+        return 1000 * v[1] / v[0]
+
+    def mean_hours(v):
+        return v[4] / v[2] / 3600
+
+    a, b = fig[("CN-AU", old)], fig[("CN-AU", new)]
+    assert a[2] > 100 and b[2] > 200
+    # the jump: clearance time, holds per 1,000 arrivals, share cleared within 5 days
+    assert mean_hours(b) > 4 * mean_hours(a) and holds_per_1000(b) > 5 * holds_per_1000(a)
+    assert share(a) >= 0.95 and share(b) < 0.8
+    # every other corridor and regime with a meaningful count stays above the 80 % floor, KR-AU
+    # under the new regime included: the alert is for exactly (CN-AU, au-de-minimis-removed)
+    below = {k for k, v in fig.items() if v[2] >= 20 and share(v) < 0.8}
+    assert below == {("CN-AU", new)}
+    assert fig[("KR-AU", new)][2] >= 20
+
+
+def test_the_cli_writes_the_scenarios_regime_for_the_worker():
+    parser = argparse.ArgumentParser()
+    simulate.add_arguments(parser)
+    args = parser.parse_args(["--scenario", "de-minimis-change", "--write-regimes", "r.toml"])
+    assert (args.scenario, args.write_regimes) == ("de-minimis-change", "r.toml")
+    text = simulate.scenario_regimes("de-minimis-change", ts("2026-10-05T00:00:00+00:00"))
+    import tomllib
+    (entry,) = tomllib.loads(text)["regime"]
+    assert entry["name"] == simulate.DE_MINIMIS_REGIME and entry["threshold"] == 0
+    assert str(entry["since"]) == "2026-10-05" and entry["destinations"] == ["AU"]
+
+
+def test_the_demo_gives_its_worker_the_regime_the_simulator_will_use(tmp_path, monkeypatch):
+    from streams import cli
+    now = ts("2026-12-03T07:00:00+00:00")
+    monkeypatch.setattr(time, "time", lambda: now)
+    args = argparse.Namespace(rate=200.0, shipments=None, scenario="de-minimis-change")
+    path = cli._demo_regimes(args, tmp_path / "regimes.toml")
+    # open-ended: the world starts 30 days back, the scenario 7 days later (2026-11-10 07:00),
+    # the change at the following midnight UTC
+    assert plan_clock(now=now, rate=200.0, shipments=None, speedup=simulate.DEFAULT_SPEEDUP)[
+        "scenario_start"] == ts("2026-11-10T07:00:00+00:00")
+    assert "since = 2026-11-11" in Path(path).read_text()
+    args.scenario = "customs-backlog"
+    assert cli._demo_regimes(args, tmp_path / "other.toml") is None
+    assert not (tmp_path / "other.toml").exists()
