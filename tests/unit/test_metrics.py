@@ -16,10 +16,11 @@ from streams.domain import customs
 from streams.domain.aggregate import CLEARANCE_BUCKETS, DWELL_BUCKETS, TRANSIT_BUCKETS
 from streams.domain.policy import SlaPolicy
 from streams.domain.regimes import NO_REGIME, VALUE_CLASSES
+from streams.domain.risk import AtRisk
 from streams.domain.stages import END_EVENTS, EVENT_EXCEPTIONS, SERVICE_LEVELS, STAGES
 from streams.settings import Settings
 from streams.worker import metrics
-from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters,
+from streams.worker.metrics import (AwaitingCollector, CorridorCollector, EventCounters, RiskCollector,
                                     MemoryLimitCollector, ReadinessCollector, RegimeCollector,
                                     TotalsExposition,
                                     WorkerCollector, memory_limit_bytes, register_process_metrics,
@@ -206,9 +207,10 @@ PER_CORRIDOR_PARTITION = (len(SERVICE_LEVELS) * 2 + len(EXCEPTION_TYPES)
                           + len(CUSTOMS_LABELS) * PER_CUSTOMS_LABELS + 2 * len(SERVICE_LEVELS) * 2)
 #: per corridor (the open-shipment gauges, no partition label): in stage and excess per stage,
 #: overdue per service level, the bottleneck stage, parcels waiting in customs per (regime,
-#: value class) and age bucket.
+#: value class) and age bucket, at risk per (service level, stage), predicted late and scored.
 PER_CORRIDOR = (len(STAGES) * 2 + len(SERVICE_LEVELS) + 1
-                + len(CUSTOMS_LABELS) * len(customs.AGE_LABELS))
+                + len(CUSTOMS_LABELS) * len(customs.AGE_LABELS)
+                + len(SERVICE_LEVELS) * len(STAGES) + 2)
 #: per partition owned: lag and end offset per consumed topic, awaiting order, pending final.
 PER_PARTITION = len(CONSUMED) * 2 + 2
 
@@ -273,6 +275,14 @@ def worker_exposition(corridors: int, partitions: int) -> str:
     registry.register(AwaitingCollector(lambda: {"awaiting_order": counts, "pending_final": counts}))
     registry.register(ReadinessCollector(lambda: True))
     registry.register(RegimeCollector(REGIMES))
+    at_risk = AtRisk()
+    for c in names:
+        for sl in SERVICE_LEVELS:
+            for stage in STAGES:
+                at_risk.at_risk[(c, sl, stage)] = 1
+        at_risk.expected_late[c] = 1_500_000
+        at_risk.scored[c] = 15
+    registry.register(RiskCollector(lambda: (at_risk, 1.7e9)))
     return generate_latest(registry).decode() + TotalsExposition().render(totals)
 
 
@@ -307,7 +317,7 @@ def test_series_per_corridor_follow_from_the_metric_definitions():
     assert len(EXCEPTION_TYPES) == 7 and len(SERVICE_LEVELS) == 3 and len(STAGES) == 5
     assert HISTOGRAM_SERIES == {"transit": 15, "dwell": 15, "clearance": 11}
     assert len(CUSTOMS_LABELS) == 4 and PER_CUSTOMS_LABELS == 18
-    assert PER_CORRIDOR_PARTITION == 138 + 4 * 18 + 2 * 6 == 222 and PER_CORRIDOR == 14 + 4 * 5 == 34
+    assert PER_CORRIDOR_PARTITION == 138 + 4 * 18 + 2 * 6 == 222 and PER_CORRIDOR == 14 + 4 * 5 + 15 + 2 == 51
     assert len(CONSUMED) == 8 and PER_PARTITION == 18
     for n, p in ((1, 1), (3, 2), (50, 4)):
         totals = {(f"{chr(65 + i)}A-DE", str(q)): saturated_totals(f"{chr(65 + i)}A-DE")
@@ -316,7 +326,7 @@ def test_series_per_corridor_follow_from_the_metric_definitions():
 
 
 def test_worker_series_count_exactly(memory_limit):
-    """Every series of a worker's /metrics: corridors x partitions x 222 + corridors x 34 +
+    """Every series of a worker's /metrics: corridors x partitions x 222 + corridors x 51 +
     partitions x 18 + a fixed part (counters with every topic and reason, process, readiness,
     the import regimes' starts)."""
     fixed = series(worker_exposition(0, 0))
@@ -324,8 +334,8 @@ def test_worker_series_count_exactly(memory_limit):
                         + sum(map(len, EXPIRY_REASONS.values())) + 1)
     # each Counter child is `_total` and `_created`; process_* (6), python_info, build_info,
     # memory limit, corridor_stream_time_seconds, partitions assigned and configured, ready, one
-    # start per import regime of the shipped table
-    assert fixed == 2 * counter_children + 6 + 1 + 1 + 1 + 1 + 2 + 1 + len(REGIMES.regimes)
+    # start per import regime of the shipped table, the time the open shipments' risk was scored
+    assert fixed == 2 * counter_children + 6 + 1 + 1 + 1 + 1 + 2 + 1 + len(REGIMES.regimes) + 1
     for n, p in ((1, 1), (10, 2), (50, 4), (50, 12)):
         assert series(worker_exposition(n, p)) == (n * p * PER_CORRIDOR_PARTITION
                                                    + n * PER_CORRIDOR + p * PER_PARTITION + fixed)
@@ -337,8 +347,8 @@ def test_sample_limit_fits_the_planned_fleet_with_headroom(memory_limit):
     budget; the scrapes' sample_limit leaves it at least 40 % headroom and is the same in the
     compose Prometheus and the Kubernetes PodMonitor."""
     budget = series(worker_exposition(50, 4))
-    assert budget == 50 * 4 * 222 + 50 * 34 + 4 * 18 + series(worker_exposition(0, 0))
-    assert len(REASONS) == 12 and budget == 46463            # the figure of docs/cardinality.md
+    assert budget == 50 * 4 * 222 + 50 * 51 + 4 * 18 + series(worker_exposition(0, 0))
+    assert len(REASONS) == 12 and budget == 47314            # the figure of docs/cardinality.md
     prom = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "corridor-workers"]
     podmonitor = yaml.safe_load((REPO / "deploy" / "k8s" / "podmonitor.yaml").read_text())
