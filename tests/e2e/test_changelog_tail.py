@@ -189,7 +189,7 @@ def test_a_worker_that_read_past_a_short_clock_end_survives_the_next_rebalance(b
             assert sample(w.metrics(), "corridor_stream_time_seconds") == t0 + 4
             counts = recovery_counts(w)
             assert {k: v for k, v in counts.items() if k[0] == "offset_ahead"} == {
-                ("offset_ahead", t): 0.0 for t in ("clock", *CHANGELOG_TABLES)}
+                ("offset_ahead", t): 0.0 for t in ("clock", "risk", *CHANGELOG_TABLES)}
             # each recovery since the tail was written found the clock's answer short
             assert counts["end_corrected", "clock"] >= 1.0
             assert {k: v for k, v in counts.items() if k[0] == "end_corrected" and v} == {
