@@ -50,8 +50,10 @@ BASELINE_LAST = 500
 BASELINE_MIN = 20
 #: P(late) at or above which an open shipment counts as at risk (the SLA policy's `at_risk`).
 AT_RISK = 0.5
-#: Expected late counts are summed in millionths (integers: exact in any order).
-MICRO = 1_000_000
+#: Expected late counts are summed in units of 2^-20 (about a millionth): integers, exact in any
+#: order, and their values as floats add up exactly too (a fleet's sum over workers in PromQL
+#: equals the batch figure: decimal millionths would not).
+UNIT = 2 ** 20
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def describe(p: Prediction, stage: str, threshold: float = AT_RISK) -> dict:
 class AtRisk:
     """The open shipments' risk at one moment: what the at-risk gauges show."""
     at_risk: dict = field(default_factory=lambda: defaultdict(int))   # (corridor, level, stage) -> n
-    expected_late: dict = field(default_factory=lambda: defaultdict(int))  # corridor -> sum P, in MICRO
+    expected_late: dict = field(default_factory=lambda: defaultdict(int))  # corridor -> sum P, in 1/UNIT
     scored: dict = field(default_factory=lambda: defaultdict(int))    # corridor -> open with a promise
 
 
@@ -311,7 +313,7 @@ def score_open(model: RiskModel, entries, now: float, threshold: float = AT_RISK
             continue
         p = p_late(corr, level, stage, since, now, due)
         scored[corr] += 1
-        expected[corr] += round(p * MICRO)
+        expected[corr] += round(p * UNIT)
         if p >= threshold:
             at_risk[(corr, level, stage)] += 1
     return out

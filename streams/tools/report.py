@@ -353,8 +353,8 @@ def metric_samples(report: Report) -> list[dict]:
         r = report.at_risk
         for (corr, sl, stage), n in sorted(r.at_risk.items()):
             add("corridor_shipments_at_risk", {"corridor": corr, "service_level": sl, "stage": stage}, n)
-        for corr, micro in sorted(r.expected_late.items()):
-            add("corridor_shipments_predicted_late", {"corridor": corr}, micro / risk.MICRO)
+        for corr, units in sorted(r.expected_late.items()):
+            add("corridor_shipments_predicted_late", {"corridor": corr}, units / risk.UNIT)
         for corr, n in sorted(r.scored.items()):
             add("corridor_shipments_scored", {"corridor": corr}, n)
         add("corridor_risk_scored_time_seconds", {}, report.now)

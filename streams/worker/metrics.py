@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from streams.domain import aggregate, figures
 from streams.domain.aggregate import CLEARANCE_BUCKETS, DWELL_BUCKETS, TRANSIT_BUCKETS, OpenGauges
 from streams.domain.regimes import RegimeTable
-from streams.domain.risk import MICRO
+from streams.domain.risk import UNIT
 
 
 def register_process_metrics(registry: CollectorRegistry) -> None:
@@ -431,8 +431,8 @@ def risk_families(latest):
         out, now = latest
         for (corr, level, stage), n in sorted(out.at_risk.items()):
             at_risk.add_metric([corr, level, stage], n)
-        for corr, micro in sorted(out.expected_late.items()):
-            expected.add_metric([corr], micro / MICRO)
+        for corr, units in sorted(out.expected_late.items()):
+            expected.add_metric([corr], units / UNIT)
         for corr, n in sorted(out.scored.items()):
             scored.add_metric([corr], n)
         when.add_metric([], now)

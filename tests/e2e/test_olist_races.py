@@ -70,7 +70,8 @@ def wait_for_report(workers, expected: dict) -> None:
     # corridor_bottleneck_stage and the stream clock are each worker's own (docs/semantics.md
     # "Open-shipment gauges"): they do not add up over workers; the excess seconds do.
     if len(workers) > 1:
-        own = {"corridor_bottleneck_stage", "corridor_stream_time_seconds"}
+        own = {"corridor_bottleneck_stage", "corridor_stream_time_seconds",
+               "corridor_risk_scored_time_seconds", "corridor_import_regime_start_seconds"}
         expected = {k: v for k, v in expected.items() if k[0] not in own}
     names = {name for name, _ in expected}
     last: dict = {}

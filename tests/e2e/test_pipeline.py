@@ -108,7 +108,7 @@ def test_open_shipments_lateness_risk_equals_the_engine(run):
     want = {
         "corridor_shipments_at_risk": {frozenset({"corridor": c, "service_level": sl, "stage": st}.items()): float(n)
                                        for (c, sl, st), n in expected.at_risk.items()},
-        "corridor_shipments_predicted_late": {frozenset({"corridor": c}.items()): v / 1_000_000
+        "corridor_shipments_predicted_late": {frozenset({"corridor": c}.items()): v / 2 ** 20
                                               for c, v in expected.expected_late.items()},
         "corridor_shipments_scored": {frozenset({"corridor": c}.items()): float(n)
                                       for c, n in expected.scored.items()}}

@@ -61,7 +61,7 @@ def test_corridor_topics_creates_every_topic_once_with_the_settings(broker):
         f"{app}-order-links": 3, f"{app}-shipment-orders": 3,
         f"{app}-rerouted-orders": 3, f"{app}-rerouted-shipments": 3, f"{app}-rerouted-customs": 3,
         f"{app}-timelines-changelog": 3, f"{app}-orders-changelog": 3, f"{app}-totals-changelog": 3,
-        f"{app}-clock-changelog": 1, f"{app}-__assignor-__leader": 1}
+        f"{app}-clock-changelog": 1, f"{app}-risk-changelog": 1, f"{app}-__assignor-__leader": 1}
     # The topic configs asked for (compaction, min.insync.replicas) are checked in
     # tests/unit/test_topics.py: Tansu answers DescribeConfigs with no entries.
 

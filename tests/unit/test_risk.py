@@ -213,7 +213,7 @@ def test_the_corridor_gives_the_range_once_it_has_enough_samples():
 
 
 # ---- the open shipments' risk --------------------------------------------------------------------
-def test_score_open_counts_at_risk_and_the_expected_late_in_millionths(model):
+def test_score_open_counts_at_risk_and_the_expected_late_in_units_of_2_to_the_minus_20(model):
     now = T0
     # (p_late reads the window as it is; predict, like score_open, moves it to now's day first)
     p1 = model.predict("CN-AU", "standard", "customs", now, now, now + 10 * DAY).p_late  # 0.3228
@@ -226,8 +226,8 @@ def test_score_open_counts_at_risk_and_the_expected_late_in_millionths(model):
     out = risk.score_open(model, entries, now)
     assert dict(out.at_risk) == {("CN-AU", "standard", "customs"): 1}
     assert dict(out.scored) == {"CN-AU": 2}
-    assert dict(out.expected_late) == {"CN-AU": round(p1 * 1_000_000) + 1_000_000}
-    assert dict(out.expected_late) == {"CN-AU": 322_828 + 1_000_000}
+    assert dict(out.expected_late) == {"CN-AU": round(p1 * 2 ** 20) + 2 ** 20}
+    assert dict(out.expected_late) == {"CN-AU": 338_510 + 2 ** 20}
     # a lower threshold counts the first too
     out = risk.score_open(model, entries, now, threshold=0.3)
     assert dict(out.at_risk) == {("CN-AU", "standard", "customs"): 2}

@@ -188,8 +188,8 @@ def test_the_open_shipments_at_risk_from_the_deliveries_settled_so_far():
     out = eng.at_risk()                                      # at 301 h, at risk from 0.5
     assert dict(out.at_risk) == {("CN-AU", "standard", "customs"): 1}       # B, past its promise
     assert dict(out.scored) == {"CN-AU": 3}
-    assert dict(out.expected_late) == {"CN-AU": round(a * 1e6) + 1_000_000 + round(c * 1e6)}
-    assert dict(out.expected_late) == {"CN-AU": 210_648 + 1_000_000 + 421_296}
+    assert dict(out.expected_late) == {"CN-AU": round(a * 2 ** 20) + 2 ** 20 + round(c * 2 ** 20)}
+    assert dict(out.expected_late) == {"CN-AU": 220_881 + 2 ** 20 + 441_761}
     assert dict(eng.at_risk(threshold=0.4).at_risk) == {("CN-AU", "standard", "customs"): 2}
     # and one under A's 0.2106 counts all three
     assert dict(eng.at_risk(threshold=0.2).at_risk) == {("CN-AU", "standard", "customs"): 3}
