@@ -28,7 +28,7 @@ runs were exact and shows a mismatch, and the last line counts them over all sec
 benchmarks/results.json and the table into docs/performance.md (between the bench markers);
 prints the table.
 
-    python benchmarks/run_all.py                       # defaults: ~15 min on 2 cores
+    python benchmarks/run_all.py                       # defaults: ~22 min on 2 cores
     python benchmarks/run_all.py --shipments 20000 --scale-sizes 10000,100000,1000000 --profile
     python benchmarks/run_all.py --only floor,latency --runs 1
 """
