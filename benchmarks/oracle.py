@@ -150,6 +150,22 @@ def from_samples(samples) -> dict:
     return dict(rows)
 
 
+def from_totals(totals: dict) -> dict:
+    """The same rows from per-corridor totals records as the Quix and Bytewax ports keep them
+    ({corridor: {"delivered": {"<sl>|<true|false>": n}, "transit": {sl: [buckets..., sum]}}},
+    streams/domain/aggregate.py)."""
+    samples = []
+    for corr, tot in totals.items():
+        for key, n in tot["delivered"].items():
+            sl, on_time = key.split("|")
+            samples.append(("corridor_shipments_delivered_total",
+                            {"corridor": corr, "service_level": sl, "on_time": on_time}, n))
+        for sl, row in tot["transit"].items():
+            samples.append(("corridor_shipment_transit_seconds_sum",
+                            {"corridor": corr, "service_level": sl}, row[-1]))
+    return from_samples(samples)
+
+
 def mismatches(expected: dict, got: dict) -> list[str]:
     """One line per differing (corridor, service level, field); [] when every series agrees.
     Counts must be equal; transit sums (integer seconds here, so exact in a double) are compared

@@ -198,6 +198,18 @@ def check_figures(workers, events, wait: float = 20.0) -> dict:
             "oracle_awaiting_order": expected["awaiting_order"]}
 
 
+def check_totals(events, totals: dict) -> dict:
+    """The figures check of a peer port (benchmarks/quix.py, bytewax_job.py): its final
+    per-corridor totals records against the independent count; the same fields as check_figures."""
+    expected = expected_figures(events)
+    bad = oracle.mismatches(expected["rows"], oracle.from_totals(totals))
+    tot = oracle.totals(expected["rows"])
+    return {"figures_exact": not bad, "figures_mismatch": bad,
+            "oracle_delivered": tot["delivered"], "oracle_on_time": tot["on_time"],
+            "oracle_transit_sum": tot["transit_sum"], "oracle_series": len(expected["rows"]),
+            "oracle_awaiting_order": expected["awaiting_order"]}
+
+
 def figures_line(r: dict, limit: int | None = None) -> str:
     """"figures: exact ..." or the mismatching series of one run."""
     if r.get("figures_exact"):

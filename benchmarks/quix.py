@@ -47,7 +47,9 @@ a new consumer group, an empty state directory). Clocks:
 Also: worker CPU (user + system, all threads, from ready to the end) per event, peak RSS
 (VmHWM), and correctness: the delivered shipments of the app's per-corridor totals (as held in
 its State, written to a file when it stops) against streams.domain.engine.Engine fed the same
-events in production order.
+events in production order, and the figures check: delivered, on time and transit seconds per
+corridor and service level against the independent count of the workload (benchmarks/oracle.py,
+no streams.domain); any mismatch is printed and fails the run.
 
 Two configurations (both at-least-once, state in RocksDB with changelogs):
 
@@ -406,8 +408,10 @@ def delivered_of(totals: dict[str, dict]) -> dict[str, int]:
 
 def one_run(events, partitions: int, tuned: bool, logdir: Path, timeout: float = 1800) -> dict:
     sys.path.insert(0, str(HERE.parent))
+    import pipeline
     from common import cpu_seconds, loadavg, poll, produce, rss_mib, start_broker, unique_app_id
 
+    pipeline.expected_figures(events)                 # the independent count, off the clock
     load_before = loadavg()
     broker = start_broker(partitions)
     proc = None
@@ -477,6 +481,7 @@ def one_run(events, partitions: int, tuned: bool, logdir: Path, timeout: float =
                 "delivered": sum(delivered_of(totals).values()),
                 "delivered_by_corridor": delivered_of(totals),
                 "counts": result["counts"], "exit_status": proc.returncode,
+                **pipeline.check_totals(events, totals),
                 "loadavg_before": load_before, "loadavg_after": loadavg()}
     finally:
         if progress is not None:
@@ -513,6 +518,7 @@ def main() -> int:
         return serve(args)
 
     sys.path.insert(0, str(HERE.parent))
+    import pipeline
     from common import parse_overrides, workload
     overrides = parse_overrides(args.quix)
     if overrides:
@@ -541,8 +547,8 @@ def main() -> int:
               f"{'equal' if r['delivered_matches_engine'] else 'DIFFERENT'})  "
               f"(producer {r['produce_per_s']:.0f} msg/s, load {r['loadavg_before']:.1f}); "
               f"internal messages per event: {internal}"
-              + ("; COMMITTED OFFSETS MOVED AFTER DONE" if r["moved_after_done"] else ""),
-              flush=True)
+              + ("; COMMITTED OFFSETS MOVED AFTER DONE" if r["moved_after_done"] else "")
+              + f"\n    {pipeline.figures_line(r, 20)}", flush=True)
     rates = [r["events_per_s"] for r in results]
     cpus = [r["cpu_us_per_event"] for r in results]
     print(f"median {statistics.median(rates):.0f} events/s  (min {min(rates):.0f}, max {max(rates):.0f},"
@@ -553,7 +559,7 @@ def main() -> int:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if not args.keep_logs:
         shutil.rmtree(logdir, ignore_errors=True)
-    return 0 if all(r["delivered_matches_engine"] for r in results) else 1
+    return 0 if all(r["delivered_matches_engine"] and r["figures_exact"] for r in results) else 1
 
 
 if __name__ == "__main__":

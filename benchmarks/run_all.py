@@ -10,6 +10,9 @@ Sections (each on a fresh embedded broker, workers cold, the same fixed-seed sim
            events (benchmarks/floor.py), also with corridor's contract decoder; our ratio to it
   quix     the same job as a Quix Streams application with the tuned settings (benchmarks/quix.py);
            issue 5's target is 1.5x its events/s
+  bytewax  the same job as a Bytewax 0.21 dataflow, durable: recovery on, state snapshotted to
+           SQLite every 1 s (benchmarks/bytewax_job.py); issue 18's target is 1.0x its events/s
+  bytewax-mem  the same dataflow without recovery (state in memory only)
   latency  p50/p99 event-to-metric latency at half the measured 1-worker throughput
            (benchmarks/latency.py)
   scaling  build and probe events/s, RSS per open shipment and /metrics scrape time at N open
@@ -17,14 +20,15 @@ Sections (each on a fresh embedded broker, workers cold, the same fixed-seed sim
   rocksdb  section 1w with CORRIDOR_STORE=rocksdb://
   profile  (only with --profile) one 1-worker run under py-spy; summary of the main thread
 
-Medians over --runs with the min-max spread. Every corridor run (1w, 2w, 2w0, rocksdb) also checks
-its final figures against an independent count of the workload (benchmarks/oracle.py: delivered,
-on time and transit seconds per corridor and service level; pipeline.check_figures): the table
-says how many runs were exact, and the last line counts them over all sections. Writes
+Medians over --runs with the min-max spread. Every corridor run (1w, 2w, 2w0, rocksdb) and every
+run of the peer ports (quix, bytewax, bytewax-mem) also checks its final figures against an
+independent count of the workload (benchmarks/oracle.py: delivered, on time and transit seconds
+per corridor and service level; pipeline.check_figures, check_totals): the table says how many
+runs were exact and shows a mismatch, and the last line counts them over all sections. Writes
 benchmarks/results.json and the table into docs/performance.md (between the bench markers);
 prints the table.
 
-    python benchmarks/run_all.py                       # defaults: ~15 min on 2 cores
+    python benchmarks/run_all.py                       # defaults: ~22 min on 2 cores
     python benchmarks/run_all.py --shipments 20000 --scale-sizes 10000,100000,1000000 --profile
     python benchmarks/run_all.py --only floor,latency --runs 1
 """
@@ -44,6 +48,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import bytewax_job  # noqa: E402
 import latency  # noqa: E402
 import quix  # noqa: E402
 import pipeline  # noqa: E402
@@ -53,7 +58,8 @@ import exactness  # noqa: E402
 from common import (ROOT, git_rev, loadavg, machine, package_versions, produce,  # noqa: E402
                     spread, start_broker, workload)
 
-SECTIONS = ("1w", "2w", "2w0", "floor", "quix", "latency", "scaling", "rocksdb", "profile")
+SECTIONS = ("1w", "2w", "2w0", "floor", "quix", "bytewax", "bytewax-mem", "latency", "scaling",
+            "rocksdb", "profile")
 DOC = ROOT / "docs" / "performance.md"
 RESULTS = HERE / "results.json"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -250,8 +256,24 @@ def table(res: dict) -> str:
                     f"**{fmt(ratio, 2)}×** it (target ≥ 1.5×); {fmt(qx['cpu']['median'])} µs CPU/event, "
                     f"peak RSS {fmt(qx['rss']['median'])} MiB, delivered {fmt(qx['delivered']['median'])}; "
                     f"no schema validation, dead letters, metrics or expiry |")
+        rows += figures_row("3", "Quix Streams", sec["quix"].get("runs"))
     elif "error" in sec.get("quix", {}):
         rows.append(f"| 3 | Quix Streams | failed | | {cell(sec['quix']['error'])} |")
+    for name, label, target in (
+            ("bytewax", "Bytewax 0.21, durable (recovery on, SQLite snapshot every 1 s)", " (target ≥ 1.0×)"),
+            ("bytewax-mem", "Bytewax 0.21, state in memory (no recovery)", "")):
+        bw = sec.get(name, {}).get("stats")
+        if bw:
+            ratio = one["eps"]["median"] / bw["eps"]["median"] if one else None
+            rows.append(f"| 3 | {label}, same job (benchmarks/bytewax_job.py): events/s | "
+                        f"**{fmt(bw['eps']['median'])}** | {span(bw['eps'])} | corridor 1 worker = "
+                        f"**{fmt(ratio, 2)}×** it{target}; {fmt(bw['cpu']['median'])} µs CPU/event, "
+                        f"peak RSS {fmt(bw['rss']['median'])} MiB, delivered "
+                        f"{fmt(bw['delivered']['median'])}; one worker, epoch 1 s; no schema "
+                        f"validation, dead letters, metrics or expiry |")
+            rows += figures_row("3", label.split(" (")[0], sec[name].get("runs"))
+        elif "error" in sec.get(name, {}):
+            rows.append(f"| 3 | {label} | failed | | {cell(sec[name]['error'])} |")
     lat = sec.get("latency", {}).get("result")
     if lat:
         p99 = sec["latency"].get("p99")
@@ -299,10 +321,10 @@ def table(res: dict) -> str:
             rows += ["", scale["note"]]
     checked = figures_count(res)
     if checked[1]:
-        rows += ["", f"Figures check: **{checked[0]} of {checked[1]} corridor runs exact**: each run's final "
-                 f"delivered, on-time and transit-seconds (sum) series per corridor and service level, "
-                 f"summed over workers, against an independent count of the workload "
-                 f"(benchmarks/oracle.py, no streams.domain)."]
+        rows += ["", f"Figures check: **{checked[0]} of {checked[1]} runs exact** (corridor and the peer "
+                 f"ports): each run's final delivered, on-time and transit-seconds (sum) series per "
+                 f"corridor and service level, summed over workers, against an independent count of "
+                 f"the workload (benchmarks/oracle.py, no streams.domain)."]
     m = res["machine"]
     rows += ["", f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB, Python {m['python']}, "
              f"Linux {m['kernel']}; {', '.join(f'{k} {v}' for k, v in res['versions'].items() if v)}; "
@@ -312,7 +334,7 @@ def table(res: dict) -> str:
     return "\n".join(rows)
 
 
-FIGURE_SECTIONS = ("1w", "2w", "2w0", "rocksdb")
+FIGURE_SECTIONS = ("1w", "2w", "2w0", "rocksdb", "quix", "bytewax", "bytewax-mem")
 
 
 def figures_row(num: str, label: str, runs) -> list[str]:
@@ -332,7 +354,7 @@ def figures_row(num: str, label: str, runs) -> list[str]:
 
 
 def figures_count(res: dict) -> tuple[int, int]:
-    """(exact runs, checked runs) over the corridor sections."""
+    """(exact runs, checked runs) over the corridor sections and the peer ports."""
     runs = [r for name in FIGURE_SECTIONS for r in res["sections"].get(name, {}).get("runs") or ()
             if isinstance(r, dict) and "figures_exact" in r]
     return sum(r["figures_exact"] for r in runs), len(runs)
@@ -361,6 +383,13 @@ def stats_of(runs: list[dict]) -> dict:
             "cpu": spread([r.get("cpu_us_per_event") for r in runs]),
             "writes": spread([sum(r["changelog_records"].values()) / r["events"]
                               if r.get("changelog_records") else None for r in runs])}
+
+
+def peer_stats(runs: list[dict]) -> dict:
+    """Medians of a peer port's runs (quix, bytewax, bytewax-mem)."""
+    return {k: spread([r[f] for r in runs]) for k, f in (
+        ("eps", "events_per_s"), ("cpu", "cpu_us_per_event"), ("rss", "peak_rss_mib"),
+        ("delivered", "delivered"))}
 
 
 def update_doc(text: str, begin: str, end: str, body: str) -> str:
@@ -529,13 +558,26 @@ def main() -> int:
             runs.append(r)
             log(f"  run {i + 1}/{args.runs}: {r['events_per_s']:.0f} ev/s ({r['cpu_us_per_event']:.0f} "
                 f"us CPU/event), peak RSS {r['peak_rss_mib']:.0f} MiB, delivered {r['delivered']}")
-        return {"runs": runs, "stats": {k: spread([r[f] for r in runs]) for k, f in (
-            ("eps", "events_per_s"), ("cpu", "cpu_us_per_event"), ("rss", "peak_rss_mib"),
-            ("delivered", "delivered"))}}
+            log(f"    {pipeline.figures_line(r, 20)}")
+        return {"runs": runs, "stats": peer_stats(runs)}
+
+    def bytewax_runs(mode: str):
+        runs = []
+        for i in range(args.runs):
+            r = bytewax_job.one_run(events, args.partitions, mode, logdir)
+            runs.append(r)
+            log(f"  run {i + 1}/{args.runs}: {r['events_per_s']:.0f} ev/s ({r['cpu_us_per_event']:.0f} "
+                f"us CPU/event; done after {r['seconds']:.1f} s, dataflow returned after {r['returned_s']:.1f} s),"
+                f" peak RSS {r['peak_rss_mib']:.0f} MiB, delivered {r['delivered']}, "
+                f"load {r['loadavg_before']:.1f}")
+            log(f"    {pipeline.figures_line(r, 20)}")
+        return {"runs": runs, "stats": peer_stats(runs)}
 
     section("1w", one_worker)
     section("floor", floor)
     section("quix", quix_tuned)
+    section("bytewax", lambda: bytewax_runs("durable"))
+    section("bytewax-mem", lambda: bytewax_runs("memory"))
     section("2w", two_workers)
     section("2w0", two_workers_no_standby)
     section("latency", lat)
@@ -556,8 +598,11 @@ def main() -> int:
         print(sec["profile"]["markdown"])
     exact, checked = figures_count(res)
     if checked:
-        log(f"figures: {exact} of {checked} corridor runs exact (against an independent count of the "
-            f"workload)")
+        log(f"figures: {exact} of {checked} runs exact (corridor and the peer ports, against an "
+            f"independent count of the workload)")
+        if exact < checked:
+            failed = True       # a run whose figures differ is a failed run, not a slower one
+            log("FIGURES DIFFER: see the 'figures vs an independent count' rows")
     if not args.no_doc:
         write_doc(res, text)
         log(f"wrote {args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results}"
