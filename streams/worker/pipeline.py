@@ -38,9 +38,11 @@ log = logging.getLogger("corridor")
 
 #: How long an agent reuses a partition's settle watermark (seconds of wall time).
 SETTLE_MARK_SECONDS = 0.02
-#: A scoring pass of the open shipments' risk waits this many times its own duration before the
-#: next (at 1M open shipments a pass takes seconds; the agents keep most of the worker).
-RISK_SCORE_RATIO = 4.0
+#: A scoring pass of the open shipments' risk waits at least RISK_SCORE_SECONDS and this many times
+#: its own duration before the next (at 1M open shipments a pass takes seconds): scoring takes at
+#: most a tenth of the worker. The at-risk gauges move over hours; the alert waits 30 minutes.
+RISK_SCORE_RATIO = 10.0
+RISK_SCORE_SECONDS = 5.0
 #: The source under which settled observations are numbered (part of the changelog format).
 FIN_SOURCE = totals_rule.SETTLED
 
@@ -678,7 +680,8 @@ class Pipeline:
     async def score_risk(self, chunk: int = 20_000) -> bool:
         """Score every open shipment of the owned partitions against the fleet's model at the
         stream clock (risk.score_open), a chunk at a time so that the agents go on meanwhile. At
-        most once per RISK_SCORE_RATIO times the last pass's duration. True if it scored."""
+        most every RISK_SCORE_SECONDS, and RISK_SCORE_RATIO times the last pass's duration. True if it
+        scored."""
         wall = time.monotonic()
         if wall < self._risk_next or not self.assigned or not self.settled():
             return False
@@ -701,7 +704,7 @@ class Pipeline:
                 for k, v in getattr(part, field_name).items():
                     mine[k] += v
         took = time.perf_counter() - start
-        self._risk_next = time.monotonic() + RISK_SCORE_RATIO * took
+        self._risk_next = time.monotonic() + max(RISK_SCORE_SECONDS, RISK_SCORE_RATIO * took)
         if self.settled() and self.owned_partitions() == owned:
             self._at_risk = (out, now)
         return True
