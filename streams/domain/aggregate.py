@@ -16,6 +16,8 @@ the timelines, keyed "<partition>|<corridor>" (streams/domain/records.py documen
     dex         {"<service_level>|<true|false>": deliveries on time with customs time removed}
     dbd         {"<service_level>|<true|false>": deliveries on time against a promise in business
                 days, where the policy gives one for the destination}
+    sbd         {"<stage>|<true|false>": stages of delivered shipments ended within their target in
+                business days, where the policy gives the destination one for the stage}
 
 Gauges of open shipments are computed at read time from one small entry per open shipment
 (`timeline.open_entry`, `gauges_of`).
@@ -102,6 +104,11 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
         key = f"{sl}|{'true' if on_time else 'false'}"
         section = totals.setdefault("dex" if kind == "delivered_ex_customs" else "dbd", {})
         section[key] = section.get(key, 0) + 1
+    elif kind == "stage_business_days":
+        _, _corr, stage, within = obs
+        key = f"{stage}|{'true' if within else 'false'}"
+        sbd = totals.setdefault("sbd", {})
+        sbd[key] = sbd.get(key, 0) + 1
     else:
         raise ValueError(f"unknown observation {obs!r}")
 
@@ -109,7 +116,7 @@ def add(totals: TotalsRecord, obs: Observation) -> None:
 def merge(into: TotalsRecord, other: TotalsRecord) -> TotalsRecord:
     """Sum two totals (for a worker holding several partitions, or a report). `o` is not summed:
     it numbers one partition's settlements."""
-    for section in ("delivered", "exceptions", "late", "cwt", "cust", "dex", "dbd"):
+    for section in ("delivered", "exceptions", "late", "cwt", "cust", "dex", "dbd", "sbd"):
         for k, v in other.get(section, {}).items():
             into.setdefault(section, {})[k] = into.get(section, {}).get(k, 0) + v
     for section in ("transit", "dwell", "clear"):

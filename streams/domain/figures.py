@@ -38,7 +38,7 @@ def open_figures(gauges: OpenGauges, corridor: str) -> dict:
 
 def customs_rows(tot: dict) -> dict[str, list[tuple[tuple[str, ...], object]]]:
     """The customs figures of a totals record as (label values, value) rows, in label order:
-    the one reading of `clear`, `cwt`, `cust` and `dex` that the worker's /metrics
+    the one reading of `clear`, `cwt`, `cust`, `dex`, `dbd` and `sbd` that the worker's /metrics
     (streams.worker.metrics) and `corridor report` (streams.tools.report) both export.
 
         clearance  (destination, regime, value_class) -> histogram row (aggregate.CLEARANCE_BUCKETS)
@@ -47,9 +47,10 @@ def customs_rows(tot: dict) -> dict[str, list[tuple[tuple[str, ...], object]]]:
         events     (destination, regime, value_class, type) -> holds, inspections, ...
         dex        (service_level, on_time) -> deliveries on time with customs time removed
         dbd        (service_level, on_time) -> deliveries on time against a business-day promise
+        sbd        (stage, within) -> stages ended within their target in business days
     """
     out: dict[str, list] = {"clearance": [], "within": [], "arrivals": [], "events": [], "dex": [],
-                            "dbd": []}
+                            "dbd": [], "sbd": []}
     for key, row in sorted(tot.get("clear", {}).items()):
         out["clearance"].append((tuple(key.split("|")), row))
     for key, n in sorted(tot.get("cwt", {}).items()):
@@ -60,7 +61,7 @@ def customs_rows(tot: dict) -> dict[str, list[tuple[tuple[str, ...], object]]]:
             out["arrivals"].append(((dest, regime, vclass), n))
         else:
             out["events"].append(((dest, regime, vclass, typ), n))
-    for section in ("dex", "dbd"):
+    for section in ("dex", "dbd", "sbd"):
         for key, n in sorted(tot.get(section, {}).items()):
             out[section].append((tuple(key.split("|")), n))
     return out
@@ -95,3 +96,13 @@ def customs_summary(tot: dict) -> dict:
             # only where the policy gives a destination a promise in business days
             "on_time_business_days": dbd.get("true", 0) if dbd else None,
             "late_business_days": dbd.get("false", 0) if dbd else None}
+
+
+def stage_business_days(tot: dict) -> dict[str, dict[str, int]]:
+    """stage -> {"within": n, "over": n}: the stages of delivered shipments against their target
+    in business days (`sbd`), only for the stages the policy gives one (none: {})."""
+    out: dict[str, dict[str, int]] = {}
+    for (stage, within), n in customs_rows(tot)["sbd"]:
+        counts = out.setdefault(stage, {"within": 0, "over": 0})
+        counts["within" if within == "true" else "over"] += n
+    return {s: out[s] for s in STAGES if s in out}

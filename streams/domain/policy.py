@@ -35,6 +35,9 @@ class Destination:
     holidays_subdiv: str | None = None      # the holidays library's subdivision (state, province)
     weekend: tuple[int, ...] = (5, 6)       # weekday numbers, Monday 0
     promise_business_days: dict[str, int] = field(default_factory=dict)   # service level -> days
+    #: stage -> business days: each stage also counted within or over this many business days
+    #: of the destination (its calendar and local dates, whatever country the stage runs in)
+    stage_target_business_days: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def _days(value, where: str) -> float:
 
 def _destination(country: str, section: dict, where: str) -> Destination:
     allowed = {"timezone", "customs_target_days", "customs_target_business_days", "holidays_subdiv",
-               "weekend", "promise_business_days"}
+               "weekend", "promise_business_days", "stage_target_business_days"}
     if not (len(country) == 2 and country.isalpha() and country.isupper()):
         raise PolicyError(f"{where}: {country!r} is not an ISO 3166-1 alpha-2 code")
     unknown = set(section) - allowed
@@ -172,14 +175,22 @@ def _destination(country: str, section: dict, where: str) -> Destination:
                           f"({', '.join(SERVICE_LEVELS)}) to positive whole numbers of days")
     if promise and tz is None:
         raise PolicyError(f"{where}: business days need the destination's timezone")
-    if business is not None or promise:
+    stages = section.get("stage_target_business_days", {})
+    if not isinstance(stages, dict) or any(
+            stage not in STAGES or isinstance(n, bool) or not isinstance(n, int) or n <= 0
+            for stage, n in stages.items()):
+        raise PolicyError(f"{where}: stage_target_business_days must map stages "
+                          f"({', '.join(STAGES)}) to positive whole numbers of days")
+    if stages and tz is None:
+        raise PolicyError(f"{where}: business days need the destination's timezone")
+    if business is not None or promise or stages:
         try:
             calendar.check(country, subdiv)
         except calendar.CalendarError as exc:
             raise PolicyError(f"{where}: {exc}") from None
     return Destination(tz, None if target is None else _days(target, f"{where} customs_target_days"),
                        business, subdiv, tuple(sorted(calendar.WEEKDAYS.index(d) for d in weekend)),
-                       dict(promise))
+                       dict(promise), dict(stages))
 
 
 def _hours(section: dict, allowed: tuple[str, ...], where: str) -> dict[str, float]:

@@ -71,13 +71,18 @@ change is given.
    and `o` numbers their settlements like any other record's. The corridor records are as in
    version 5. Older records simply have none: the deliveries they counted teach the lateness
    model nothing (risk.is_risk_key tells the two kinds of key apart).
-7. Customs KPIs and import regimes, issue 17 (today's version, `CHANGELOG_VERSION`). Order facts
+7. Customs KPIs and import regimes, issue 17. Order facts
    gain `value` [amount, currency] (the order's declared_value); timelines gain `cx` (the import
    customs holds, inspections, rejections and seizures applied before `fin`). A settlement adds ["customs",
    ...], ["delivered_ex_customs", ...] and ["delivered_business_days", ...] observations (`lobs`),
    and totals gain `clear`, `cwt`, `cust`, `dex` and `dbd`. All five and `value` are optional: a version 6 record is a version 7 record
    that has counted no customs figure, and an order fact without `value` declares none (its
    parcel's value class is `unknown`).
+8. Stage targets in business days, issue 17 (today's version, `CHANGELOG_VERSION`). Where the
+   policy gives a destination `stage_target_business_days`, a delivered shipment's settlement
+   adds one ["stage_business_days", corridor, stage, within] observation per stage with a target
+   (`lobs`), and totals gain `sbd` {"<stage>|<true|false>": count}. Optional: a version 7 record is
+   a version 8 record that has counted no stage against a business-day target.
 
 How today's code reads older records:
 
@@ -104,18 +109,21 @@ How today's code reads older records:
   (versions 1-6) are read with `.get("value")`, timelines without `cx` with `.get("cx", ())`: a
   shipment settled by version 7 code from a version 6 state counts no hold it applied before
   the upgrade.
+- Totals without `sbd` (versions 1-7) have counted no stage against a business-day target;
+  readers use `.get("sbd", {})` and aggregate.add creates it at the first. A shipment settled by
+  version 8 code is counted whole (every stage it went through), whatever code applied its events.
 - `o`, `lobs` and `p` are optional in every version. The Engine and the reports never write
   them, and a timeline has no `lobs` before its first settlement.
 
 The worker calls no loader today: every place that reads a record also reads its older shapes.
-tests/unit/test_changelog_format.py keeps records of versions 1, 3, 4, 5 and 6 as fixtures. It checks
+tests/unit/test_changelog_format.py keeps records of versions 1, 3, 4, 5, 6, 7 and 8 as fixtures. It checks
 that the loaders and those readers agree and give the same figures. To change a record's shape,
 add a version here with its upgrade in the loader, and add fixtures for it. Keep the old fixtures.
 """
 from typing import Any, Literal, NotRequired, TypedDict
 
 #: The version of the records that today's code writes (see "Changelog versions").
-CHANGELOG_VERSION = 7
+CHANGELOG_VERSION = 8
 
 #: Event time as epoch seconds (UTC).
 EpochSeconds = float
@@ -142,6 +150,10 @@ CustomsObservation = tuple[Literal["customs"], str, str, str, str, float | None,
 #: ("delivered_business_days", corridor, service level, on time against the destination's promise
 #: in business days; only where the policy gives one).
 ExCustomsObservation = tuple[Literal["delivered_ex_customs", "delivered_business_days"], str, str, bool]
+#: ("stage_business_days", corridor, stage, ended within the destination's target for the stage
+#: in business days): one per stage of a delivered shipment that the policy gives such a target
+#: (timeline.stages_within_business_days; since version 8).
+StageBusinessDaysObservation = tuple[Literal["stage_business_days"], str, str, bool]
 #: ("risk", "<corridor>#<day>", "<service level>|<stage>|<cell>"): one stage of a delivered
 #: shipment as the lateness model counts it (risk.observations): the epoch day of the delivery,
 #: and risk.cell of (seconds in the stage, seconds from entering it to the delivery).
@@ -149,7 +161,8 @@ RiskObservation = tuple[Literal["risk"], str, str]
 #: One observation (timeline.settle -> aggregate.add). It is a tuple in memory and a JSON array
 #: after a changelog round trip; aggregate.add takes either.
 Observation = (DeliveredObservation | DwellObservation | ExceptionObservation | LateObservation
-               | RiskObservation | CustomsObservation | ExCustomsObservation)
+               | RiskObservation | CustomsObservation | ExCustomsObservation
+               | StageBusinessDaysObservation)
 #: One `lobs` entry: [source, number, observations]. Since version 4 the source is "#fin" and
 #: the number is the partition's settlement number. In version 3 they were an input topic and the
 #: offset of the message that caused the observations.
@@ -288,6 +301,9 @@ class TotalsRecord(TypedDict):
     dbd: NotRequired[dict[str, int]]   # "<service level>|<true|false>" -> deliveries on time
                                 # against a promise in business days (policy [destination.XX]
                                 # promise_business_days); since version 7
+    sbd: NotRequired[dict[str, int]]   # "<stage>|<true|false>" -> stages of delivered shipments
+                                # ended within (or over) their target in business days (policy
+                                # [destination.XX] stage_target_business_days); since version 8
     o: NotRequired[dict[str, int]]    # "offsets" (named in version 3): source -> the last
                                 # number it counted (totals.count_once), so recounting a number
                                 # adds nothing. Since version 4 the source is "#fin" with the

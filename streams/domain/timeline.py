@@ -368,6 +368,30 @@ def on_time_in_business_days(state: TimelineState, policy: SlaPolicy, order: Ord
     return calendar.local_date(delivered, dest.timezone) <= due
 
 
+def stages_within_business_days(state: TimelineState, policy: SlaPolicy,
+                                durations: list[tuple[str, float, float | None]]
+                                ) -> list[tuple[str, bool]]:
+    """(stage, within) for each stage the shipment went through that the policy gives a target
+    in business days (`[destination.XX] stage_target_business_days`): within if the stage
+    ended on a local date at or before the n-th business day after its start's local date. The
+    destination's calendar and time zone count for every stage, fulfilment and origin included
+    (the policy is the destination's). A due date, like the promise in business days: a stage
+    that ends on a weekend or holiday after that day is over target."""
+    country = customs.destination(state)
+    dest = policy.destination(country)
+    if dest is None or not dest.stage_target_business_days:
+        return []
+    out = []
+    for stage, start, seconds in durations:
+        days = dest.stage_target_business_days.get(stage)
+        if days is None or seconds is None:
+            continue
+        due = calendar.nth_business_day(start, days, country, dest.timezone, dest.holidays_subdiv,
+                                        dest.weekend)
+        out.append((stage, calendar.local_date(start + seconds, dest.timezone) <= due))
+    return out
+
+
 def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
                  out: list[Observation], grace: float) -> None:
     """The end observation of a final shipment, once (cancelled: at once; else once its primary
@@ -395,6 +419,8 @@ def _observe_end(state: TimelineState, policy: SlaPolicy, corr: str,
         business = on_time_in_business_days(state, policy, order, end_t)
         if business is not None:
             out.append(("delivered_business_days", corr, order["sl"], business))
+        for stage, within in stages_within_business_days(state, policy, durations):
+            out.append(("stage_business_days", corr, stage, within))
         out.extend(risk.observations(corr, order["sl"], durations, end_t))
         if not on_time:
             stages = [(stage, seconds, policy.stage_target(corr, stage, order["sl"]))

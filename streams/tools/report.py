@@ -48,6 +48,9 @@ NOTES = (
     "customs: clearance = arrived_destination -> import release, labelled with the import regime and "
     "value class at arrival; within target = the SLA policy's [customs] days; on time excl. customs "
     "= delivered - customs time at or before the promise (docs/semantics.md \"Customs\").",
+    "within_target_bd / over_target_bd (stages): delivered shipments' stages that ended by the "
+    "n-th business day of the destination after they started, where the SLA policy gives "
+    "stage_target_business_days (docs/semantics.md \"Business days and local dates\").",
 )
 
 
@@ -144,6 +147,7 @@ def corridor_figures(report: Report) -> dict[str, dict]:
         t_count = sum(sum(row[:-1]) for row in tot["transit"].values())
         t_sum = sum(row[-1] for row in tot["transit"].values())
         values = report.transit.get(corr, [])
+        business = figures.stage_business_days(tot)
         stages = {}
         for stage in STAGES:
             row = tot["dwell"].get(stage)
@@ -152,6 +156,8 @@ def corridor_figures(report: Report) -> dict[str, dict]:
             count, total = sum(row[:-1]), row[-1]
             stages[stage] = {"count": count, "sum": total, **_quantiles(report.dwell.get((corr, stage), [])),
                              "mean": total / count if count else None}
+            if stage in business:   # only where the policy gives a target in business days
+                stages[stage]["business_days"] = business[stage]    # {"within": n, "over": n}
         live = figures.open_figures(g, corr)
         cust = figures.customs_summary(tot)
         cleared = [v for (c, *_k), vals in report.clearance.items() if c == corr for v in vals]
@@ -264,6 +270,11 @@ def customs_table(report: Report, figures: dict | None = None):
     return pd.DataFrame(rows, columns=cols)
 
 
+#: The stage table's business-day columns: delivered shipments' stages within and over the
+#: destination's target in business days (empty where the policy gives none).
+STAGE_BUSINESS_COLUMNS = ("within_target_bd", "over_target_bd")
+
+
 def stage_table(report: Report, figures: dict | None = None):
     """One row per corridor and stage reached: dwell percentiles (seconds), open shipments there now."""
     import pandas as pd
@@ -276,15 +287,19 @@ def stage_table(report: Report, figures: dict | None = None):
             if s is None and not now_in:
                 continue
             s = s or {"count": 0, "p50": None, "p90": None, "p95": None, "mean": None}
+            business = s.get("business_days") or {}
             rows.append({"corridor": corr, "stage": stage, "shipments": s["count"],
                          "dwell_p50_s": s["p50"], "dwell_p90_s": s["p90"], "dwell_p95_s": s["p95"],
                          "dwell_mean_s": s["mean"], "open_now": now_in,
                          "excess_now_s": f["excess_seconds"].get(stage, 0.0),
                          "late_attributed_s": f["late_attributed"].get(stage, 0.0),
-                         "bottleneck": f["bottleneck"] == stage})
+                         "bottleneck": f["bottleneck"] == stage,
+                         "within_target_bd": business.get("within"),
+                         "over_target_bd": business.get("over")})
     cols = ["corridor", "stage", "shipments", "dwell_p50_s", "dwell_p90_s", "dwell_p95_s", "dwell_mean_s",
-            "open_now", "excess_now_s", "late_attributed_s", "bottleneck"]
-    return pd.DataFrame(rows, columns=cols)
+            "open_now", "excess_now_s", "late_attributed_s", "bottleneck", *STAGE_BUSINESS_COLUMNS]
+    # whole counts, blank (not NaN, not 1.0) where the policy gives the stage no such target
+    return pd.DataFrame(rows, columns=cols).astype({c: "Int64" for c in STAGE_BUSINESS_COLUMNS})
 
 
 def metric_samples(report: Report) -> list[dict]:
@@ -331,7 +346,8 @@ def metric_samples(report: Report) -> list[dict]:
                 ("corridor_shipments_delivered_excluding_customs_total", "dex",
                  ("service_level", "on_time")),
                 ("corridor_shipments_delivered_business_days_total", "dbd",
-                 ("service_level", "on_time"))):
+                 ("service_level", "on_time")),
+                ("corridor_stage_within_target_business_days_total", "sbd", ("stage", "within"))):
             for key, n in rows[section]:
                 add(name, {"corridor": corr, **dict(zip(labels, key))}, n)
     g = report.gauges
@@ -377,6 +393,7 @@ def to_json(report: Report, figures: dict | None = None) -> dict:
 # ---- rendering --------------------------------------------------------------------------------------
 def _human(df, *, stage: bool = False, table: str | None = None):
     """Seconds -> days (transit) or hours (dwell, clearance), rates -> %, for people."""
+    import pandas as pd
     table = table or ("stages" if stage else "corridors")
     out = df.copy()
     if table == "customs":
@@ -394,8 +411,13 @@ def _human(df, *, stage: bool = False, table: str | None = None):
                   "late_attributed_s"):
             out[c.replace("_s", "_h")] = (out.pop(c) / HOUR).round(1)
         out["bottleneck"] = out["bottleneck"].map({True: "<-", False: ""})
+        # only where the policy gives some stage a target in business days (csv keeps them blank)
+        business = [c for c in STAGE_BUSINESS_COLUMNS if out[c].notna().any()]
+        for c in business:      # pandas prints a missing Int64 as <NA>, whatever na_rep
+            out[c] = out[c].map(lambda v: "-" if v is pd.NA else str(v))
         return out[["corridor", "stage", "shipments", "dwell_p50_h", "dwell_p90_h", "dwell_p95_h",
-                    "dwell_mean_h", "open_now", "excess_now_h", "late_attributed_h", "bottleneck"]]
+                    "dwell_mean_h", "open_now", "excess_now_h", "late_attributed_h", "bottleneck",
+                    *business]]
     out["on_time_%"] = (out.pop("on_time_rate") * 100).round(1)
     out["on_time_excl_customs_%"] = (out.pop("on_time_rate_excl_customs") * 100).round(1)
     out["cleared_in_target_%"] = (out.pop("cleared_within_target_rate") * 100).round(1)

@@ -281,6 +281,11 @@ def totals_families(totals: dict[tuple[str, str], dict]):
         "destination's promise in business days (SLA policy promise_business_days; local dates, "
         "public holidays), where the policy gives one.",
         labels=["corridor", "partition", "service_level", "on_time"])
+    sbd = CounterMetricFamily(
+        "corridor_stage_within_target_business_days", "Stages of delivered shipments, counted "
+        "within or over the destination's target for the stage in business days (SLA policy "
+        "stage_target_business_days; local dates, public holidays), where the policy gives one.",
+        labels=["corridor", "partition", "stage", "within"])
     for corr, part in sorted(totals):
         tot = totals[(corr, part)]
         rows = figures.customs_rows(tot)
@@ -288,7 +293,7 @@ def totals_families(totals: dict[tuple[str, str], dict]):
             buckets, _count, total = aggregate.cumulative(row, CLEARANCE_BUCKETS)
             clearance.add_metric([corr, part, *labels], [(_le(b), c) for b, c in buckets], total)
         for family, name in ((within, "within"), (arrivals, "arrivals"), (events, "events"),
-                             (dex, "dex"), (dbd, "dbd")):
+                             (dex, "dex"), (dbd, "dbd"), (sbd, "sbd")):
             for labels, n in rows[name]:
                 family.add_metric([corr, part, *labels], n)
         for key, n in sorted(tot["delivered"].items()):
@@ -305,7 +310,7 @@ def totals_families(totals: dict[tuple[str, str], dict]):
         for stage, seconds in sorted(tot.get("late", {}).items()):
             late.add_metric([corr, part, stage], seconds)
     yield from (delivered, exceptions, transit, dwell, late, clearance, within, arrivals, events, dex,
-                dbd)
+                dbd, sbd)
 
 
 def gauge_families(gauges: OpenGauges, now: float | None):

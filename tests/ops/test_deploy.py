@@ -45,7 +45,8 @@ COUNTERS = {"corridor_events_consumed", "corridor_events_applied", "corridor_eve
             "corridor_shipment_exceptions", "corridor_late_attributed_seconds",
             "corridor_customs_cleared_within_target", "corridor_customs_arrivals",
             "corridor_customs_events", "corridor_shipments_delivered_excluding_customs",
-            "corridor_shipments_delivered_business_days"}
+            "corridor_shipments_delivered_business_days",
+            "corridor_stage_within_target_business_days"}
 HISTOGRAMS = {"corridor_shipment_transit_seconds", "corridor_stage_dwell_seconds",
               "corridor_customs_clearance_seconds"}
 GAUGES = {"corridor_shipments_in_stage", "corridor_shipments_overdue",
@@ -237,7 +238,8 @@ def test_the_metric_contract_is_what_the_worker_exports():
                 ("exception", "CN-DE", "lost"), ("late", "CN-DE", "customs", 3600),
                 ("customs", "CN-DE", "DE", "eu-ioss", "low_value", 7200.0, True, None, 1, 1, 0, 0),
                 ("delivered_ex_customs", "CN-DE", "standard", True),
-                ("delivered_business_days", "CN-DE", "standard", True)):
+                ("delivered_business_days", "CN-DE", "standard", True),
+                ("stage_business_days", "CN-DE", "customs", False)):
         aggregate.add(tot, obs)
     totals = {("CN-DE", "0"): tot}
     gauges = OpenGauges()

@@ -3,8 +3,9 @@ reading the records that are already in changelogs.
 
 - Shape: the records the domain builds, as a changelog carries them (orjson JSON), have exactly
   the keys and value types that the TypedDicts in records.py declare.
-- Golden records: changelog_fixtures/v7 holds records written by today's code, frozen, v6 those
-  of the code before the customs figures, v5 those of the code before the lateness prediction
+- Golden records: changelog_fixtures/v8 holds records written by today's code, frozen, v7 those
+  of the code before the stage targets in business days, v6 those of the code before the customs
+  figures, v5 those of the code before the lateness prediction
   and v4 those of the code before the lateness attribution (each frozen earlier).
   changelog_fixtures/v3 and v1 hold records written by the code of 0035b5f and 8eceba3
   (changelog versions 3 and 1; changelog_fixtures/README.md says how each was made). Loading
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import tomllib
 import types
 import typing
 from pathlib import Path
@@ -30,7 +32,7 @@ import pytest
 from builders import HOUR, T0_EPOCH, customs, journey, order, ship
 from streams.domain import aggregate, join, orders as order_side, records, risk, timeline, totals
 from streams.domain.aggregate import CLEARANCE_BUCKETS, DWELL_BUCKETS, TRANSIT_BUCKETS
-from streams.domain.policy import SlaPolicy
+from streams.domain.policy import DEFAULT_POLICY_FILE, SlaPolicy
 
 POLICY = SlaPolicy.load()
 GRACE = timeline.DEFAULT_GRACE_SECONDS
@@ -118,8 +120,9 @@ class Partition:
     (Pipeline.reconcile). Forwarded order events and links are processed at once rather than
     through their topics."""
 
-    def __init__(self, tables: dict | None = None):
+    def __init__(self, tables: dict | None = None, policy: SlaPolicy = POLICY):
         tables = tables or {}
+        self.policy = policy
         self.timelines: dict = tables.get("timelines", {})
         self.orders: dict = tables.get("orders", {})
         self.totals: dict = tables.get("totals", {})
@@ -129,14 +132,14 @@ class Partition:
         self.written: list[tuple[str, dict]] = []
 
     @classmethod
-    def recovered(cls, version: int, load: bool = True) -> "Partition":
+    def recovered(cls, version: int, load: bool = True, policy: SlaPolicy = POLICY) -> "Partition":
         """The tables a successor recovers from the fixtures of `version`. With load=True they
         go through the records.py loaders; without, the code reads them as they were written."""
         tables = {}
         for name in TABLES:
             values = fixture(version, name)
             tables[name] = {k: LOADERS[name](v) for k, v in values.items()} if load else values
-        return cls(tables)
+        return cls(tables, policy)
 
     def write(self, table: str, key: str, value: dict) -> None:
         stored = round_trip(value)
@@ -166,7 +169,7 @@ class Partition:
 
     def _parcel(self, source: str, event: dict) -> None:
         self.reconcile()
-        step = join.shipment_step(self.timelines.get(event["shipment_id"]), source, event, POLICY)
+        step = join.shipment_step(self.timelines.get(event["shipment_id"]), source, event, self.policy)
         state = step.applied.state
         if not step.applied.duplicate:
             state["p"] = P
@@ -189,7 +192,7 @@ class Partition:
             self.write("timelines", sid, state)
 
     def settle(self, state: dict, mark: float | None) -> None:
-        obs = timeline.settle(state, POLICY, mark, GRACE)
+        obs = timeline.settle(state, self.policy, mark, GRACE)
         if obs:
             self.seq += 1
             timeline.remember(state, FIN, self.seq, obs)
@@ -215,8 +218,8 @@ class Partition:
 # ---- the history behind the version 4 fixtures (CN-AU, hours after T0) -------------------------
 #: S1 is delivered and final, S2 is open with a customs hold the watermark has not passed, and
 #: S3 has ended but is not final yet and waits for its order O3.
-def v4_until_freeze() -> Partition:
-    p = Partition()
+def v4_until_freeze(policy: SlaPolicy = POLICY) -> Partition:
+    p = Partition(policy=policy)
     cn_au = dict(origin_country="CN", destination_country="AU")
     p.feed("orders", order("O1", 0.0, promised_h=200.0, event_id="o1-placed"))
     p.feed("shipments", ship("S1", "label_created", 1.0, order_ids=["O1"], carrier="AusPost",
@@ -432,13 +435,13 @@ def test_every_record_the_worker_writes_has_the_declared_shape():
 
 # ---- golden records ------------------------------------------------------------------------------
 def test_the_fixture_files_hold_changelog_bytes():
-    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4", "v5", "v6", "v7"}
+    assert {f.parent.name for f in fixture_files()} == {"v1", "v3", "v4", "v5", "v6", "v7", "v8"}
     for path in fixture_files():
         assert path.read_text() == render(orjson.loads(path.read_bytes())), path
 
 
 def test_every_fixture_record_loads_into_the_declared_shape():
-    for version in (1, 3, 4, 5, 6, 7):
+    for version in (1, 3, 4, 5, 6, 7, 8):
         for table in TABLES:
             for key, value in fixture(version, table).items():
                 loaded = LOADERS[table](copy.deepcopy(value))
@@ -512,11 +515,11 @@ def test_todays_changelog_loads_and_continues_with_exact_figures():
 
 
 # ---- the history behind the version 5 fixtures: version 4's, continued, then S4 -----------------
-def v5_until_freeze() -> Partition:
+def v5_until_freeze(policy: SlaPolicy = POLICY) -> Partition:
     """The version 4 history and its continuation (S2 delivered 36 h late), then S4: placed at
     200 h with a promise at 400 h, 110 h in linehaul (96 h target: 14 h over) and 80 h in customs
     (48 h: 32 h over), delivered 30 h late at 430 h; frozen before the watermark makes it final."""
-    p = v4_until_freeze()
+    p = v4_until_freeze(policy)
     continue_v4(p)
     cn_au = dict(origin_country="CN", destination_country="AU")
     p.feed("orders", order("O4", 200.0, promised_h=400.0, event_id="o4-placed"))
@@ -595,12 +598,12 @@ def test_a_version_6_changelog_continues_and_counts_risk_samples_exactly():
 
 
 # ---- the history behind the version 7 fixtures: version 5's, S4 final, then S5 and S6 -----------
-def v7_until_freeze() -> Partition:
+def v7_until_freeze(policy: SlaPolicy = POLICY) -> Partition:
     """The version 5 history, S4 made final (80 h in customs, no declared value), then S5:
     declared USD 700 (AUD 1,064: formal under au-gst-low-value), held twice and inspected twice,
     40 h in customs, delivered at 470 h and not final yet; and S6 (USD 30: low value) waiting in
     customs since 450 h."""
-    p = v5_until_freeze()
+    p = v5_until_freeze(policy)
     p.advance(480.0)
     cn_au = dict(origin_country="CN", destination_country="AU")
     usd = lambda amount: {"amount": amount, "currency": "USD"}     # noqa: E731
@@ -650,9 +653,69 @@ def test_a_version_7_changelog_continues_with_exact_customs_figures():
     assert tot["dex"] == {"standard|true": 4, "express|false": 1}
 
 
+# ---- the history behind the version 8 fixtures: version 7's, with stage targets in business days --
+#: The shipped policy with AU's stage targets in business days: customs 2, last mile 1, on
+#: Victoria's calendar (Labour Day, Monday 10 March 2025, is a public holiday there), by local
+#: dates in Melbourne (UTC+11 in March 2025: hour h after T0 is 11:00 on 1 March + h).
+V8_POLICY = SlaPolicy.from_dict({
+    **tomllib.loads(DEFAULT_POLICY_FILE.read_text()),
+    "destination": {"AU": {"timezone": "Australia/Melbourne", "holidays_subdiv": "VIC",
+                           "stage_target_business_days": {"customs": 2, "last_mile": 1}}}})
+
+
+def v8_until_freeze() -> Partition:
+    """The version 7 history under V8_POLICY, until S5 is final (settlement 10): S1 to S5 counted
+    against the stage targets in business days; S6 still waiting in customs since 450 h."""
+    p = v7_until_freeze(V8_POLICY)
+    p.advance(530.0)
+    return p
+
+
+#: The stages of S1 to S5 against V8_POLICY, by hand (local dates in Melbourne; the due date is
+#: the n-th business day after the stage's start date, Saturdays, Sundays and 10 March skipped):
+#:   S1 customs    Tue  4 Mar -> Wed  5, due Thu  6: within;  last mile Wed  5 -> Thu  6, due Thu  6: within
+#:   S3 customs    Thu  6     -> Fri  7, due Tue 11: within;  last mile Fri  7 -> Sat  8, due Tue 11: within
+#:   S2 customs    Sat  8     -> Sun  9, due Wed 12: within;  last mile Sun  9 -> Sun  9, due Tue 11: within
+#:   S4 customs    Sat 15     -> Tue 18, due Tue 18: within (80 h: over the 48 h calendar target);
+#:                                                            last mile Tue 18 -> Wed 19, due Wed 19: within
+#:   S5 customs    Tue 18     -> Wed 19, due Thu 20: within;  last mile Wed 19 -> Fri 21, due Thu 20: over
+V8_SBD = {"customs|true": 5, "last_mile|true": 4, "last_mile|false": 1}
+
+
+def test_a_version_7_changelog_counts_stage_targets_in_business_days_from_the_upgrade_on():
+    """A version 7 totals record has no `sbd`: the shipments settled after the upgrade (S5) are
+    counted into a new one, those counted before are not counted again."""
+    p = Partition.recovered(7, policy=V8_POLICY)
+    assert "sbd" not in p.totals["0|CN-AU"]
+    p.advance(530.0)
+    assert p.recounted == {}
+    assert p.totals["0|CN-AU"]["sbd"] == {"customs|true": 1, "last_mile|false": 1}
+
+
+def test_a_version_8_changelog_continues_with_exact_stage_business_day_figures():
+    p = Partition.recovered(8, policy=V8_POLICY)
+    assert p.totals["0|CN-AU"]["sbd"] == V8_SBD and p.totals["0|CN-AU"]["o"] == {FIN: 10}
+    s5 = p.timelines["S5"]["lobs"][-1]
+    assert s5[:2] == [FIN, 10] and [o for o in s5[2] if o[0] == "stage_business_days"] == [
+        ["stage_business_days", "CN-AU", "customs", True],
+        ["stage_business_days", "CN-AU", "last_mile", False]]
+    # S6, waiting in customs since Thu 20 March (450 h): 2 business days after it is Mon 24.
+    # Released at 600 h (Wed 26 March 11:00): over; delivered at 610 h the same day: last mile
+    # within (due Thu 27).
+    p.feed("customs", customs("S6", "released", 600.0, event_id="c6-released"))
+    p.feed("shipments", ship("S6", "delivered", 610.0, event_id="s6-delivered"))
+    p.advance(660.0)                                        # 610 h + 48 h grace
+    assert p.recounted == {}
+    tot = p.totals["0|CN-AU"]
+    assert tot["sbd"] == {"customs|true": 5, "customs|false": 1, "last_mile|true": 5,
+                          "last_mile|false": 1}
+    assert tot["o"] == {FIN: 11}
+
+
 @pytest.mark.parametrize("version, seqs", [(4, [1, 2, 3]), (5, [1, 2, 3, 4, 5, 6]),
                                            (6, [1, 2, 3, 4, 5, 6, 7]),
-                                           (7, [1, 2, 3, 4, 5, 6, 7, 8, 9])])
+                                           (7, [1, 2, 3, 4, 5, 6, 7, 8, 9]),
+                                           (8, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])])
 def test_todays_lobs_recount_totals_that_a_crash_lost(version, seqs):
     """The `lobs` that the timelines hold are enough to recount totals lost in a crash between
     the two changelog ranks (states are written first), late attribution and the risk records

@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from builders import HOUR, T0_EPOCH, customs, journey, order, ship
-from streams.domain import aggregate, calendar
+from streams.domain import aggregate, calendar, timeline
 from streams.domain.engine import Engine
 from streams.domain.policy import DEFAULT_POLICY_FILE, PolicyError, SlaPolicy
 from streams.domain.regimes import RegimeError, RegimeTable
@@ -400,3 +400,152 @@ def test_a_promise_in_business_days_is_counted_beside_the_calendar_one():
         policy_with(AU={"timezone": "Australia/Sydney", "promise_business_days": {"standard": 0}})
     with pytest.raises(PolicyError, match="timezone"):
         policy_with(AU={"promise_business_days": {"standard": 5}})
+
+
+# ---- stage targets in business days -------------------------------------------------------------
+AU_STAGES = {"AU": {"timezone": "Australia/Sydney", "customs_target_business_days": 2,
+                    "stage_target_business_days": {"customs": 1, "last_mile": 2}}}
+
+
+def stage_parcel(sid, arrived, released, delivered):
+    """CN-AU standard, placed Wednesday 10 December 2025; the rest at Sydney local times."""
+    events = with_value(journey(sid, f"{sid}-O"), 40, "USD")
+    return retime(events, order_placed="2025-12-10T00:00:00+00:00",
+                  label_created="2025-12-10T02:00:00+00:00", picked_up="2025-12-11T00:00:00+00:00",
+                  departed_origin="2025-12-12T00:00:00+00:00", arrived_destination=arrived,
+                  declaration_lodged=arrived, released=released, delivered=delivered)
+
+
+def test_a_stage_target_in_business_days_is_a_due_date_on_the_destinations_calendar():
+    # The 1st business day after Wednesday 24 December 2025 in NSW: Christmas (Thu 25), Boxing Day
+    # (Fri 26) and the weekend (27, 28) do not count: Monday 29 December.
+    assert calendar.nth_business_day(epoch("2025-12-24T10:00:00+11:00"), 1, "AU",
+                                     "Australia/Sydney") == dt.date(2025, 12, 29)
+    policy = policy_with(**AU_STAGES)
+    # S1: customs from Wed 24 Dec 10:00 to Mon 29 Dec 16:00: 5 days 6 h, over the calendar stage
+    # target (standard customs 48 h) and the 5-day clearance target, but released on its due
+    # date: within 1 business day. Last mile from Mon 29 16:00 to Wed 31 Dec 12:00: the 2nd
+    # business day after the 29th is Wed 31: within.
+    s1 = stage_parcel("S1", "2025-12-24T10:00:00+11:00", "2025-12-29T16:00:00+11:00",
+                      "2025-12-31T12:00:00+11:00")
+    # S2: customs from Wed 24 Dec 10:00 to Tue 30 Dec 09:00: 5 days 23 h, over the calendar target
+    # and a day after the business-day due date (Mon 29): over both ways. Last mile from Tue 30
+    # to Fri 2 January 2026 10:00: Wed 31 (1st), New Year's Day a holiday, Fri 2 (2nd): within.
+    s2 = stage_parcel("S2", "2025-12-24T10:00:00+11:00", "2025-12-30T09:00:00+11:00",
+                      "2026-01-02T10:00:00+11:00")
+    eng = Engine(policy)
+    for kind, ev in s1 + s2:
+        eng.feed(kind, ev)
+    tot = eng.finish().totals["CN-AU"]
+    dwell = {sid: {s: sec for s, _start, sec in timeline.stage_durations(eng.shipments[sid])}
+             for sid in ("S1", "S2")}
+    assert dwell["S1"]["customs"] == 5 * DAY + 6 * HOUR and dwell["S2"]["customs"] == 5 * DAY + 23 * HOUR
+    assert policy.stage_target("CN-AU", "customs", "standard") == 48 * HOUR     # over, both
+    assert tot["sbd"] == {"customs|true": 1, "customs|false": 1, "last_mile|true": 2}
+    # the stages without a business-day target (fulfilment, origin, linehaul) count nothing here;
+    # the calendar figures are unchanged: both cleared over 5 days, both late on the calendar
+    # promise (CN-AU standard, 288 h from 10 December 00:00 UTC: 22 December)
+    base = "AU|au-gst-low-value|low_value"
+    assert tot["cwt"][f"{base}|calendar"] == 0
+    assert tot["delivered"] == {"standard|false": 2}
+    # the same history without the destination's configuration: no business-day stage figure
+    assert "sbd" not in run(stage_parcel("S3", "2025-12-24T10:00:00+11:00",
+                                         "2025-12-29T16:00:00+11:00",
+                                         "2025-12-31T12:00:00+11:00")).totals["CN-AU"]
+
+
+def test_a_stage_target_and_the_clearance_target_differ_on_a_release_on_a_holiday():
+    # Arrived Monday 22 December 10:00, released Friday 26 (Boxing Day) 11:00. Clearance target,
+    # 2 business days elapsed: 23 and 24 (Christmas and Boxing Day do not count) = 2: within. The
+    # customs stage target is a due date like the promise's: 1 business day after the 22nd is the
+    # 23rd, and the 26th is after it: over.
+    tot = run(stage_parcel("S4", "2025-12-22T10:00:00+11:00", "2025-12-26T11:00:00+11:00",
+                           "2025-12-29T12:00:00+11:00"), policy_with(**AU_STAGES)).totals["CN-AU"]
+    assert tot["cwt"]["AU|au-gst-low-value|low_value|business"] == 1
+    # last mile Fri 26 (a holiday) to Mon 29: the 2nd business day after the 26th is Tue 30: within
+    assert tot["sbd"] == {"customs|false": 1, "last_mile|true": 1}
+
+
+def test_every_stage_counts_by_the_destinations_local_dates():
+    # fulfilment, in the seller's country, counted on AU's calendar too: placed Friday 19 December
+    # 2025 23:30 UTC = Saturday 20 December 10:30 in Sydney; picked up Monday 22 December 08:00
+    # UTC = 19:00 in Sydney. 1 business day after Saturday the 20th is Monday the 22nd: within.
+    # F2, picked up 22 December 14:00 UTC, is on Tuesday the 23rd in Sydney: over (by UTC dates,
+    # the 22nd, it would have been within).
+    policy = policy_with(AU={"timezone": "Australia/Sydney",
+                             "stage_target_business_days": {"fulfilment": 1}})
+
+    def parcel(sid, picked):
+        events = journey(sid, f"{sid}-O")
+        return retime(events, order_placed="2025-12-19T23:30:00+00:00",
+                      label_created="2025-12-20T00:00:00+00:00", picked_up=picked,
+                      departed_origin="2025-12-24T00:00:00+00:00",
+                      arrived_destination="2025-12-26T00:00:00+00:00",
+                      declaration_lodged="2025-12-26T01:00:00+00:00",
+                      released="2025-12-27T00:00:00+00:00", delivered="2025-12-30T00:00:00+00:00")
+    tot = run(parcel("F1", "2025-12-22T08:00:00+00:00")
+              + parcel("F2", "2025-12-22T14:00:00+00:00"), policy).totals["CN-AU"]
+    assert tot["sbd"] == {"fulfilment|true": 1, "fulfilment|false": 1}
+
+
+@pytest.mark.parametrize("stages, message", [
+    ({"customs": 0}, "stage_target_business_days must map stages"),
+    ({"customs": 1.5}, "stage_target_business_days must map stages"),
+    ({"customs": True}, "stage_target_business_days must map stages"),
+    ({"clearance": 2}, "stage_target_business_days must map stages"),
+    ([2], "stage_target_business_days must map stages"),
+])
+def test_a_bad_stage_target_in_business_days_names_its_problem(stages, message):
+    with pytest.raises(PolicyError, match=message):
+        policy_with(AU={"timezone": "Australia/Sydney", "stage_target_business_days": stages})
+
+
+def test_a_stage_target_in_business_days_needs_a_timezone_and_a_calendar():
+    with pytest.raises(PolicyError, match="need the destination's timezone"):
+        policy_with(AU={"stage_target_business_days": {"customs": 2}})
+    with pytest.raises(PolicyError, match="no calendar"):
+        policy_with(XX={"timezone": "UTC", "stage_target_business_days": {"customs": 2}})
+    dest = policy_with(**AU_STAGES).destination("AU")
+    assert dest.stage_target_business_days == {"customs": 1, "last_mile": 2}
+
+
+def test_the_report_and_the_worker_export_the_stage_business_day_figures_alike():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from streams.tools import report
+    from streams.worker.metrics import CorridorCollector
+    policy = policy_with(**AU_STAGES)
+    events = (stage_parcel("S1", "2025-12-24T10:00:00+11:00", "2025-12-29T16:00:00+11:00",
+                           "2025-12-31T12:00:00+11:00")
+              + stage_parcel("S2", "2025-12-24T10:00:00+11:00", "2025-12-30T09:00:00+11:00",
+                             "2026-01-02T10:00:00+11:00"))
+    rep = report.compute(events, policy)
+    stages = report.corridor_figures(rep)["CN-AU"]["stages"]
+    assert stages["customs"]["business_days"] == {"within": 1, "over": 1}
+    assert stages["last_mile"]["business_days"] == {"within": 2, "over": 0}
+    assert "business_days" not in stages["linehaul"]       # no target: the JSON is as before
+    table = report.stage_table(rep).set_index("stage")
+    assert table.loc["customs", "within_target_bd"] == 1 and table.loc["customs", "over_target_bd"] == 1
+    assert table["within_target_bd"].isna()[["fulfilment", "origin", "linehaul"]].all()
+    text = report.render(rep, "table", table="stages")
+    assert "within_target_bd" in text and "<NA>" not in text
+    assert "<NA>" not in report.render(rep, "markdown", table="stages")
+    # without the configuration the human tables have no such columns (csv keeps them, blank)
+    plain = report.compute(events, SlaPolicy.load())
+    header = report.render(plain, "table", table="stages").splitlines()[3]
+    assert header.split()[:2] == ["corridor", "stage"] and "within_target_bd" not in header
+    assert "within_target_bd,over_target_bd" in report.render(plain, "csv", table="stages")
+
+    registry = CollectorRegistry(auto_describe=False)
+    totals = {(corr, "0"): tot for corr, tot in rep.engine.totals.items()}
+    registry.register(CorridorCollector(lambda: (totals, rep.gauges, rep.now)))
+    name = "corridor_stage_within_target_business_days_total"
+    worker = {frozenset((k, v) for k, v in s.labels.items() if k != "partition"): s.value
+              for fam in text_string_to_metric_families(generate_latest(registry).decode())
+              for s in fam.samples if s.name == name}
+    batch = {frozenset(m["labels"].items()): m["value"] for m in report.metric_samples(rep)
+             if m["name"] == name}
+    assert worker == batch == {
+        frozenset({"corridor": "CN-AU", "stage": "customs", "within": "true"}.items()): 1,
+        frozenset({"corridor": "CN-AU", "stage": "customs", "within": "false"}.items()): 1,
+        frozenset({"corridor": "CN-AU", "stage": "last_mile", "within": "true"}.items()): 2}

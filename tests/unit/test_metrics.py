@@ -69,7 +69,7 @@ def test_cached_text_equals_prometheus_client_and_follows_each_record_change():
     del records[("DE-US", "1")]
     assert text.render(records) == generic(records)
     assert text.render({}) == generic({})
-    assert text.render({}).count("# HELP ") == 11 and "{" not in text.render({})
+    assert text.render({}).count("# HELP ") == 12 and "{" not in text.render({})
 
 
 # ---- readiness and the memory limit ---------------------------------------------------------------
@@ -200,11 +200,12 @@ PER_CUSTOMS_LABELS = HISTOGRAM_SERIES["clearance"] + 2 + 1 + len(customs.EVENT_T
 #: per corridor and partition: delivered (service level x on time), exceptions by type, transit
 #: per service level, dwell per stage, lateness attributed per stage, the customs families per
 #: (regime, value class), delivered excluding customs and against a business-day promise (service
-#: level x on time each).
+#: level x on time each), stages within or over their business-day target (stage x within).
 PER_CORRIDOR_PARTITION = (len(SERVICE_LEVELS) * 2 + len(EXCEPTION_TYPES)
                           + len(SERVICE_LEVELS) * HISTOGRAM_SERIES["transit"]
                           + len(STAGES) * HISTOGRAM_SERIES["dwell"] + len(STAGES)
-                          + len(CUSTOMS_LABELS) * PER_CUSTOMS_LABELS + 2 * len(SERVICE_LEVELS) * 2)
+                          + len(CUSTOMS_LABELS) * PER_CUSTOMS_LABELS + 2 * len(SERVICE_LEVELS) * 2
+                          + len(STAGES) * 2)
 #: per corridor (the open-shipment gauges, no partition label): in stage and excess per stage,
 #: overdue per service level, the bottleneck stage, parcels waiting in customs per (regime,
 #: value class) and age bucket, at risk per (service level, stage), predicted late and scored.
@@ -235,6 +236,9 @@ def saturated_totals(corridor: str) -> dict:
         for kind in ("delivered_ex_customs", "delivered_business_days"):
             aggregate.add(tot, (kind, corridor, sl, True))
             aggregate.add(tot, (kind, corridor, sl, False))
+    for stage in STAGES:
+        aggregate.add(tot, ("stage_business_days", corridor, stage, True))
+        aggregate.add(tot, ("stage_business_days", corridor, stage, False))
     tot["o"] = {"shipments": 1}
     return tot
 
@@ -317,7 +321,7 @@ def test_series_per_corridor_follow_from_the_metric_definitions():
     assert len(EXCEPTION_TYPES) == 7 and len(SERVICE_LEVELS) == 3 and len(STAGES) == 5
     assert HISTOGRAM_SERIES == {"transit": 15, "dwell": 15, "clearance": 11}
     assert len(CUSTOMS_LABELS) == 4 and PER_CUSTOMS_LABELS == 18
-    assert PER_CORRIDOR_PARTITION == 138 + 4 * 18 + 2 * 6 == 222 and PER_CORRIDOR == 14 + 4 * 5 + 15 + 2 == 51
+    assert PER_CORRIDOR_PARTITION == 138 + 4 * 18 + 2 * 6 + 10 == 232 and PER_CORRIDOR == 14 + 4 * 5 + 15 + 2 == 51
     assert len(CONSUMED) == 8 and PER_PARTITION == 18
     for n, p in ((1, 1), (3, 2), (50, 4)):
         totals = {(f"{chr(65 + i)}A-DE", str(q)): saturated_totals(f"{chr(65 + i)}A-DE")
@@ -326,7 +330,7 @@ def test_series_per_corridor_follow_from_the_metric_definitions():
 
 
 def test_worker_series_count_exactly(memory_limit):
-    """Every series of a worker's /metrics: corridors x partitions x 222 + corridors x 51 +
+    """Every series of a worker's /metrics: corridors x partitions x 232 + corridors x 51 +
     partitions x 18 + a fixed part (counters with every topic and reason, process, readiness,
     the import regimes' starts)."""
     fixed = series(worker_exposition(0, 0))
@@ -347,8 +351,8 @@ def test_sample_limit_fits_the_planned_fleet_with_headroom(memory_limit):
     budget; the scrapes' sample_limit leaves it at least 40 % headroom and is the same in the
     compose Prometheus and the Kubernetes PodMonitor."""
     budget = series(worker_exposition(50, 4))
-    assert budget == 50 * 4 * 222 + 50 * 51 + 4 * 18 + series(worker_exposition(0, 0))
-    assert len(REASONS) == 12 and budget == 47314            # the figure of docs/cardinality.md
+    assert budget == 50 * 4 * 232 + 50 * 51 + 4 * 18 + series(worker_exposition(0, 0))
+    assert len(REASONS) == 12 and budget == 49314            # the figure of docs/cardinality.md
     prom = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "corridor-workers"]
     podmonitor = yaml.safe_load((REPO / "deploy" / "k8s" / "podmonitor.yaml").read_text())
