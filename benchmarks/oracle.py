@@ -198,16 +198,7 @@ def engine_rows(messages, topics: dict[str, str] | None = None) -> dict:
     for topic, _key, value in messages:
         eng.feed(kind_of[topic], orjson.loads(value))
     eng.finish()
-    samples = []
-    for corr, tot in eng.totals.items():
-        for k, n in tot["delivered"].items():
-            sl, on_time = k.split("|")
-            samples.append(("corridor_shipments_delivered_total",
-                            {"corridor": corr, "service_level": sl, "on_time": on_time}, n))
-        for sl, row in tot["transit"].items():
-            samples.append(("corridor_shipment_transit_seconds_sum",
-                            {"corridor": corr, "service_level": sl}, row[-1]))
-    return from_samples(samples)
+    return from_totals(eng.totals)
 
 
 def main() -> int:

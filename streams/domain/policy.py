@@ -140,6 +140,21 @@ def _days(value, where: str) -> float:
     return float(value) * DAY
 
 
+def _business_days_map(section: dict, key: str, allowed: tuple[str, ...], what: str,
+                       tz: str | None, where: str) -> dict:
+    """A `{name: whole days}` table of a destination (promises per service level, stage targets
+    per stage), checked: known names, positive whole numbers, a time zone to count them in."""
+    value = section.get(key, {})
+    if not isinstance(value, dict) or any(
+            name not in allowed or isinstance(n, bool) or not isinstance(n, int) or n <= 0
+            for name, n in value.items()):
+        raise PolicyError(f"{where}: {key} must map {what} ({', '.join(allowed)}) to positive "
+                          f"whole numbers of days")
+    if value and tz is None:
+        raise PolicyError(f"{where}: business days need the destination's timezone")
+    return value
+
+
 def _destination(country: str, section: dict, where: str) -> Destination:
     allowed = {"timezone", "customs_target_days", "customs_target_business_days", "holidays_subdiv",
                "weekend", "promise_business_days", "stage_target_business_days"}
@@ -167,22 +182,9 @@ def _destination(country: str, section: dict, where: str) -> Destination:
     weekend = section.get("weekend", ["sat", "sun"])
     if not isinstance(weekend, list) or not all(d in calendar.WEEKDAYS for d in weekend):
         raise PolicyError(f"{where}: weekend must list days among {', '.join(calendar.WEEKDAYS)}")
-    promise = section.get("promise_business_days", {})
-    if not isinstance(promise, dict) or any(
-            level not in SERVICE_LEVELS or isinstance(n, bool) or not isinstance(n, int) or n <= 0
-            for level, n in promise.items()):
-        raise PolicyError(f"{where}: promise_business_days must map service levels "
-                          f"({', '.join(SERVICE_LEVELS)}) to positive whole numbers of days")
-    if promise and tz is None:
-        raise PolicyError(f"{where}: business days need the destination's timezone")
-    stages = section.get("stage_target_business_days", {})
-    if not isinstance(stages, dict) or any(
-            stage not in STAGES or isinstance(n, bool) or not isinstance(n, int) or n <= 0
-            for stage, n in stages.items()):
-        raise PolicyError(f"{where}: stage_target_business_days must map stages "
-                          f"({', '.join(STAGES)}) to positive whole numbers of days")
-    if stages and tz is None:
-        raise PolicyError(f"{where}: business days need the destination's timezone")
+    promise = _business_days_map(section, "promise_business_days", SERVICE_LEVELS, "service levels",
+                                 tz, where)
+    stages = _business_days_map(section, "stage_target_business_days", STAGES, "stages", tz, where)
     if business is not None or promise or stages:
         try:
             calendar.check(country, subdiv)

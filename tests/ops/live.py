@@ -197,6 +197,21 @@ def prometheus(tmp: Path, config: dict, port: int, *extra: str) -> Server:
     ], tmp / "prometheus.log", port)
 
 
+def one_worker_config(rules: Path, worker_port: int, am_port: int | None = None) -> dict:
+    """A Prometheus configuration for a test: scrape and evaluate every second, `rules`, one
+    corridor worker on loopback, and an Alertmanager when given."""
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [{"job_name": "corridor-workers", "static_configs": [
+            {"targets": [f"127.0.0.1:{worker_port}"]}]}],
+    }
+    if am_port is not None:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [
+            {"targets": [f"127.0.0.1:{am_port}"]}]}]}
+    return config
+
+
 def write_file_sd(path: Path, targets: list[str], labels: dict[str, str]) -> None:
     """Replace a file_sd target file in one step (Prometheus watches it and must never read half)."""
     tmp = path.with_suffix(".tmp")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from harness import Worker, free_port, poll, produce, sample, unique_app_id  # noqa: E402
 from live import (ALERTMANAGER_CONFIG, Server, alertmanager, customs_backlog, fast_rules,  # noqa: E402
-                  prometheus)
+                  one_worker_config, prometheus)
 
 pytestmark = pytest.mark.e2e
 
@@ -47,13 +47,8 @@ def stack(tmp_path_factory):
         am.start()
 
         prom_port = free_port()
-        prom = prometheus(tmp, {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(fast_rules(tmp / "rules.yml"))],
-            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-            "scrape_configs": [{"job_name": "corridor-workers", "static_configs": [
-                {"targets": [f"127.0.0.1:{worker.port}"]}]}],
-        }, prom_port)
+        prom = prometheus(tmp, one_worker_config(fast_rules(tmp / "rules.yml"), worker.port, am_port),
+                          prom_port)
         cleanup.callback(prom.stop)
         prom.start()
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from builders import T0_EPOCH  # noqa: E402
 from harness import (Worker, free_port, merge_partitions, poll, produce, sample,  # noqa: E402
                      unique_app_id, wait_final)
-from live import fast_rules, prometheus  # noqa: E402
+from live import fast_rules, one_worker_config, prometheus  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -65,12 +65,8 @@ def stack(tmp_path_factory):
                              "CORRIDOR_RETENTION_SECONDS": str(10 * 365 * 86400)})
         cleanup.callback(worker.stop)
         prom_port = free_port()
-        prom = prometheus(tmp, {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(fast_rules(tmp / "rules.yml", alerts={ALERT}))],
-            "scrape_configs": [{"job_name": "corridor-workers", "static_configs": [
-                {"targets": [f"127.0.0.1:{worker.port}"]}]}],
-        }, prom_port)
+        prom = prometheus(tmp, one_worker_config(fast_rules(tmp / "rules.yml", alerts={ALERT}),
+                                                 worker.port), prom_port)
         cleanup.callback(prom.stop)
         prom.start()
         worker.start(ready_timeout=90)

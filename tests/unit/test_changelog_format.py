@@ -521,16 +521,26 @@ def v5_until_freeze(policy: SlaPolicy = POLICY) -> Partition:
     (48 h: 32 h over), delivered 30 h late at 430 h; frozen before the watermark makes it final."""
     p = v4_until_freeze(policy)
     continue_v4(p)
-    cn_au = dict(origin_country="CN", destination_country="AU")
-    p.feed("orders", order("O4", 200.0, promised_h=400.0, event_id="o4-placed"))
-    p.feed("shipments", ship("S4", "label_created", 201.0, order_ids=["O4"], event_id="s4-label", **cn_au))
-    p.feed("shipments", ship("S4", "picked_up", 210.0, event_id="s4-picked"))
-    p.feed("shipments", ship("S4", "departed_origin", 230.0, event_id="s4-departed"))
-    p.feed("shipments", ship("S4", "arrived_destination", 340.0, event_id="s4-arrived"))
-    p.feed("customs", customs("S4", "released", 420.0, event_id="c4-released"))
-    p.feed("shipments", ship("S4", "delivered", 430.0, event_id="s4-delivered"))
+    feed_journey(p, "4", 200.0, 400.0, picked=210.0, departed=230.0, arrived=340.0,
+                 released=420.0, delivered=430.0)
     p.advance(440.0)
     return p
+
+
+def feed_journey(p: "Partition", n: str, placed: float, promised: float, *, picked: float,
+                 departed: float, arrived: float, released: float, delivered: float) -> None:
+    """Order O<n> and shipment S<n>, CN-AU, fed milestone by milestone (hours after T0), each
+    event with an event_id of its own, as the fixtures' histories were written."""
+    cn_au = dict(origin_country="CN", destination_country="AU")
+    s = f"s{n}"
+    p.feed("orders", order(f"O{n}", placed, promised_h=promised, event_id=f"o{n}-placed"))
+    p.feed("shipments", ship(f"S{n}", "label_created", placed + 1, order_ids=[f"O{n}"],
+                             event_id=f"{s}-label", **cn_au))
+    p.feed("shipments", ship(f"S{n}", "picked_up", picked, event_id=f"{s}-picked"))
+    p.feed("shipments", ship(f"S{n}", "departed_origin", departed, event_id=f"{s}-departed"))
+    p.feed("shipments", ship(f"S{n}", "arrived_destination", arrived, event_id=f"{s}-arrived"))
+    p.feed("customs", customs(f"S{n}", "released", released, event_id=f"c{n}-released"))
+    p.feed("shipments", ship(f"S{n}", "delivered", delivered, event_id=f"{s}-delivered"))
 
 
 def test_a_version_5_changelog_continues_and_attributes_lateness_exactly():
@@ -556,14 +566,8 @@ def v6_until_freeze() -> Partition:
     frozen before the watermark makes it final."""
     p = v5_until_freeze()
     p.advance(480.0)                                        # S4 final: 430 h + 48 h grace
-    cn_au = dict(origin_country="CN", destination_country="AU")
-    p.feed("orders", order("O5", 450.0, promised_h=700.0, event_id="o5-placed"))
-    p.feed("shipments", ship("S5", "label_created", 451.0, order_ids=["O5"], event_id="s5-label", **cn_au))
-    p.feed("shipments", ship("S5", "picked_up", 460.0, event_id="s5-picked"))
-    p.feed("shipments", ship("S5", "departed_origin", 470.0, event_id="s5-departed"))
-    p.feed("shipments", ship("S5", "arrived_destination", 520.0, event_id="s5-arrived"))
-    p.feed("customs", customs("S5", "released", 540.0, event_id="c5-released"))
-    p.feed("shipments", ship("S5", "delivered", 560.0, event_id="s5-delivered"))
+    feed_journey(p, "5", 450.0, 700.0, picked=460.0, departed=470.0, arrived=520.0,
+                 released=540.0, delivered=560.0)
     p.advance(570.0)
     return p
 
