@@ -43,6 +43,9 @@ SETTLE_MARK_SECONDS = 0.02
 #: most a tenth of the worker. The at-risk gauges move over hours; the alert waits 30 minutes.
 RISK_SCORE_RATIO = 10.0
 RISK_SCORE_SECONDS = 5.0
+#: Fetch answers for the topics of one partition this close together are of the same round
+#: (`_answered_lately`): the consumer long-polls each broker at least every 1.5 s.
+FETCH_ANSWER_SLACK_SECONDS = 2.0
 #: The source under which settled observations are numbered (part of the changelog format).
 FIN_SOURCE = totals_rule.SETTLED
 
@@ -336,14 +339,20 @@ class Pipeline:
         their own (corridor `unknown`, open forever; tests/unit/test_stream_progress.py). The
         consumer long-polls every partition it has nothing buffered for in one request per broker
         (faust: at least every 1.5 s), so a partition that really holds nothing more is answered
-        as often as the others."""
-        if answered is None or time.time() - answered >= self.settings.idle_seconds:
+        as often as the others. Answers within FETCH_ANSWER_SLACK_SECONDS (at most a quarter of
+        the idle period) count as the same round: partitions led by different brokers are
+        answered by different responses, and even one response stamps its partitions a
+        millisecond apart now and then; without the slack, the partition answered first would
+        never count as caught up and the last shipments of a replay would never become final."""
+        idle = self.settings.idle_seconds
+        if answered is None or time.time() - answered >= idle:
             return False
+        slack = min(FETCH_ANSWER_SLACK_SECONDS, idle / 4)
         for side in self._sides_of.get(topic, ()):
             for other in self.side_topics[side]:
                 if other != topic:
                     _end, then = self._fetched_end(TP(other, partition))
-                    if then is not None and then > answered:
+                    if then is not None and then - answered > slack:
                         return False
         return True
 

@@ -54,14 +54,24 @@ class Consumer:
         self.state(tp).seek(committed or 0)
         self._committed_offset[TP(*tp)] = committed or None
 
-    def fetched(self, tp, highwater: int, handed_out: int | None = None) -> None:
+    def fetched(self, tp, highwater: int, handed_out: int | None = None,
+                at_ms: int | None = None) -> None:
         """A fetch response (the high-water mark, and when it was answered: aiokafka's fetcher sets
         both), and getmany taking records up to `handed_out`."""
         state = self.state(tp)
         state.highwater = highwater
-        state.timestamp = int(1000 * time.time())
+        state.timestamp = int(1000 * time.time()) if at_ms is None else at_ms
         if handed_out is not None:
             state.consumed_to(handed_out)
+
+    def response(self, answers: dict) -> None:
+        """One fetch response answering several partitions at once, as the consumer's long poll
+        does for every partition it has nothing buffered for: {tp: high-water mark, or
+        (high-water mark, handed out)}, all stamped with the same time."""
+        at_ms = int(1000 * time.time())
+        for tp, answer in answers.items():
+            highwater, handed_out = answer if isinstance(answer, tuple) else (answer, None)
+            self.fetched(tp, highwater, handed_out, at_ms)
 
 
 def pipeline(consumer: Consumer, monitor=None, idle: float = 2.0) -> Pipeline:
@@ -124,16 +134,18 @@ def test_a_topic_partition_whose_records_were_all_processed_before_the_assignmen
         tps = shipment_side(Settings(), 1)
         consumer = Consumer(tps.values())
         pipe = pipeline(consumer)
+        committed = {"shipments": 40, "customs": 30}
         for name, tp in tps.items():
-            committed = {"shipments": 40, "customs": 30}.get(name)
-            consumer.sought(tp, committed)
-            consumer.fetched(tp, committed or 0)
+            consumer.sought(tp, committed.get(name))
+        consumer.response({tp: committed.get(name, 0) for name, tp in tps.items()})
         # Nothing to read on any topic of the side: the partition settles against the wall clock
         # (the idle rule: a replay's last shipments become final).
         before = time.time()
         assert before <= pipe.settle_mark(1) <= time.time()
-        # A record arrives on customs: it is unread until the agent has processed it.
-        consumer.fetched(tps["customs"], 31, handed_out=31)
+        # A record arrives on customs: it is unread until the agent has processed it. The same
+        # fetch response answers the other topics of the side (nothing new there).
+        consumer.response({tps["customs"]: (31, 31), tps["shipments"]: 40,
+                           tps["rerouted-shipments"]: 0, tps["rerouted-customs"]: 0})
         assert pipe.settle_mark(1) is None
         process(pipe, tps["customs"], range(30, 31), T0)
         assert pipe.settle_mark(1) == T0
@@ -177,9 +189,9 @@ def test_a_topic_partition_the_consumer_stopped_hearing_about_keeps_holding_the_
         pipe = pipeline(consumer, idle=IDLE)
         for tp in tps.values():
             consumer.sought(tp, None)
-        for tp in tps.values():                 # one fetch response answers every partition
-            consumer.fetched(tp, {"shipments": 10, "customs": 10}.get(
-                next(k for k, v in tps.items() if v == tp), 0), handed_out=None)
+        # one fetch response answers every partition
+        consumer.response({tp: {"shipments": 10, "customs": 10}.get(name, 0)
+                           for name, tp in tps.items()})
         consumer.fetched(tps["customs"], 10, handed_out=10)
         customs_clock = process(pipe, tps["customs"], range(0, 10), T0)
         consumer.fetched(tps["shipments"], 10, handed_out=10)
@@ -203,8 +215,9 @@ def test_a_topic_partition_the_consumer_stopped_hearing_about_keeps_holding_the_
 
         # The broker answers for customs-events again, at the same end: now it is known to hold
         # nothing unread, and the idle rule lets the shipments' clock move the watermark.
-        for name in ("shipments", "customs", "rerouted-shipments", "rerouted-customs"):
-            consumer.fetched(tps[name], {"shipments": end, "customs": 10}.get(name, 0))
+        consumer.response({tps[name]: {"shipments": end, "customs": 10}.get(name, 0)
+                           for name in ("shipments", "customs", "rerouted-shipments",
+                                        "rerouted-customs")})
         assert pipe.watermark(0) == t
         assert pipe.settle_mark(0) == t
     run(test)
@@ -232,10 +245,46 @@ def test_after_a_stall_the_last_answers_do_not_make_the_partition_idle():
         # again: nothing may settle or be forgotten, and certainly not against the wall clock.
         assert pipe.settle_mark(3) is None
         assert pipe.watermark(3) is None
-        for tp in tps.values():                 # the consumer runs again: the ends are confirmed
-            consumer.fetched(tp, {"shipments": 5, "customs": 5}.get(
-                next(k for k, v in tps.items() if v == tp), 0))
+        # the consumer runs again: one response confirms the ends
+        consumer.response({tp: {"shipments": 5, "customs": 5}.get(name, 0)
+                           for name, tp in tps.items()})
         before = time.time()
         assert before <= pipe.settle_mark(3) <= time.time()
         assert pipe.watermark(3) == max(shipped, cleared)
     run(test)
+
+
+def test_topics_answered_by_different_fetch_responses_still_become_idle():
+    """Partitions led by different brokers are answered by different fetch responses, a little
+    apart: answers within the slack (FETCH_ANSWER_SLACK_SECONDS, at most a quarter of the idle
+    period) are one round. Without it the topic answered first looked stale at every round and
+    the partition never became idle: the last shipments of a replay never became final."""
+    async def test():
+        tps = shipment_side(Settings(), 2)
+        consumer = Consumer(tps.values())
+        pipe = pipeline(consumer, idle=2.0)
+        for tp in tps.values():
+            consumer.sought(tp, None)
+        consumer.fetched(tps["shipments"], 5, handed_out=5)
+        consumer.fetched(tps["customs"], 5, handed_out=5)
+        shipped = process(pipe, tps["shipments"], range(0, 5), T0)
+        process(pipe, tps["customs"], range(0, 5), T0 - DAY)
+        # broker A answers shipments and the rerouted shipments, broker B 0.2 s later the rest;
+        # the next round again A first: the topic answered first is always the older one
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            now_ms = int(1000 * time.time())
+            consumer.fetched(tps["shipments"], 5, at_ms=now_ms)
+            consumer.fetched(tps["rerouted-shipments"], 0, at_ms=now_ms)
+            await asyncio.sleep(0.2)
+            now_ms = int(1000 * time.time())
+            consumer.fetched(tps["customs"], 5, at_ms=now_ms)
+            consumer.fetched(tps["rerouted-customs"], 0, at_ms=now_ms)
+            await asyncio.sleep(0.05)
+        # every topic caught up and quiet for longer than the idle period (2 s): the partition
+        # settles against the wall clock, and the watermark is the latest clock read
+        before = time.time()
+        assert before <= pipe.settle_mark(2) <= time.time()
+        assert pipe.watermark(2) == shipped
+    run(test)
+
