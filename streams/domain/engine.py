@@ -27,10 +27,9 @@ class Engine:
         self.shipments: dict[str, dict] = {}
         self.orders: dict[str, dict] = {}
         self.totals: dict[str, dict] = {}
-        #: risk.risk_key -> {sample: n}: what the deliveries taught the lateness model (a worker
-        #: counts the same under those keys in its totals table)
-        self.risk: dict[str, dict[str, int]] = {}
-        self._model = risk.RiskModel()          # the same counts, summed as a worker sums them
+        #: What the deliveries taught the lateness model, summed as every worker sums the counts
+        #: of its totals table's risk keys (`risk`).
+        self._model = risk.RiskModel()
         self.duplicates = 0
         self.late = 0
         self.latest: float | None = None
@@ -71,8 +70,6 @@ class Engine:
         for obs in timeline.settle(state, self.policy, self.mark if mark is None else mark,
                                    self.grace):
             if obs[0] == "risk":
-                counts = self.risk.setdefault(obs[1], {})
-                counts[obs[2]] = counts.get(obs[2], 0) + 1
                 self._model.add(obs[1], {obs[2]: 1})
             else:
                 aggregate.add(self.totals.setdefault(obs[1], aggregate.new_totals()), obs)
@@ -118,3 +115,9 @@ class Engine:
     def gauges(self, now: float | None = None) -> aggregate.OpenGauges:
         now = self.latest if now is None else now
         return aggregate.open_gauges(self.shipments.values(), now, self.policy)
+
+    # (defined after the methods whose defaults read the `risk` module)
+    @property
+    def risk(self) -> dict[str, dict[str, int]]:
+        """risk.risk_key -> {sample: n}: the model's counts as a worker's totals records hold them."""
+        return self._model.counts()

@@ -143,7 +143,6 @@ class RiskModel:
         self.window: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.day: int | None = None
         self._rows: dict[tuple, dict[int, tuple]] = {}   # group -> spent bin -> (row, suffix sums)
-        self.version = 0                                 # moves on every change of the window
 
     # ---- learning ------------------------------------------------------------------------------
     def add(self, name: str, counts: dict[str, int], sign: int = 1) -> None:
@@ -161,6 +160,11 @@ class RiskModel:
                 del self.days[day]
         if self.day is not None and self.day - self.window_days < day <= self.day:
             self._apply(corridor, counts, sign)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Every count, as the worker's totals hold them: {risk_key: {sample: n}}."""
+        return {risk_key(corridor, day): dict(counts) for day, by_corridor in self.days.items()
+                for corridor, counts in by_corridor.items()}
 
     def delivered(self, corridor: str, level: str, stages, at: float) -> None:
         """What settling a delivery counts (`observations`), for batch use."""
@@ -191,7 +195,6 @@ class RiskModel:
                     for corridor, counts in self.days.get(d, {}).items():
                         self._apply(corridor, counts, sign)
         self.day = day
-        self.version += 1
 
     def _apply(self, corridor: str, counts: dict[str, int], sign: int) -> None:
         dest = destination(corridor)
@@ -201,7 +204,6 @@ class RiskModel:
                 w = self.window[group]
                 w[c] += sign * n
                 self._rows.pop(group, None)
-        self.version += 1
 
     # ---- predicting ----------------------------------------------------------------------------
     def _row(self, group: tuple, spent_bin: int) -> tuple:

@@ -92,7 +92,6 @@ class Pipeline:
         self._risk_dirty: set[str] = set()             # totals keys whose risk counts moved
         self._risk_checked: set[int] = set()           # partitions compared with the table
         self._at_risk: tuple[risk.AtRisk, float] | None = None
-        self._risk_pass = 0.0                          # wall seconds the last scoring took
         self._risk_next = 0.0
         self.registry.register(RiskCollector(lambda: self._at_risk))
         self.registry.register(RegimeCollector(policy.regimes))

@@ -80,6 +80,16 @@ def pipeline(consumer: Consumer, monitor=None, idle: float = 2.0) -> Pipeline:
     return Pipeline(Settings(idle_seconds=idle), SlaPolicy.load(), app, Tables({}, {}, {}, {}), {})
 
 
+def fresh_assignment(p: int, idle: float) -> tuple[dict[str, TP], "Consumer", Pipeline]:
+    """The shipment side of partition `p` newly assigned, no committed offset on any topic, and
+    the pipeline reading it (idle period `idle` seconds)."""
+    tps = shipment_side(Settings(), p)
+    consumer = Consumer(tps.values())
+    for tp in tps.values():
+        consumer.sought(tp, None)
+    return tps, consumer, pipeline(consumer, idle=idle)
+
+
 def shipment_side(settings: Settings, p: int) -> dict[str, TP]:
     s = settings
     return {"shipments": TP(s.topic_shipments, p), "customs": TP(s.topic_customs, p),
@@ -184,11 +194,7 @@ def test_a_topic_partition_the_consumer_stopped_hearing_about_keeps_holding_the_
     release, open forever. A high-water mark says nothing once the consumer has stopped hearing
     about the partition while it hears about the other topics of the same partition."""
     async def test():
-        tps = shipment_side(Settings(), 0)
-        consumer = Consumer(tps.values())
-        pipe = pipeline(consumer, idle=IDLE)
-        for tp in tps.values():
-            consumer.sought(tp, None)
+        tps, consumer, pipe = fresh_assignment(0, idle=IDLE)
         # one fetch response answers every partition
         consumer.response({tp: {"shipments": 10, "customs": 10}.get(name, 0)
                            for name, tp in tps.items()})
@@ -230,11 +236,8 @@ def test_after_a_stall_the_last_answers_do_not_make_the_partition_idle():
     settled against the wall clock, 73 days of event time ahead of records the consumer had not
     fetched yet. Only an answer of the idle period counts."""
     async def test():
-        tps = shipment_side(Settings(), 3)
-        consumer = Consumer(tps.values())
-        pipe = pipeline(consumer, idle=IDLE)
+        tps, consumer, pipe = fresh_assignment(3, idle=IDLE)
         for tp in tps.values():
-            consumer.sought(tp, None)
             consumer.fetched(tp, 0)
         consumer.fetched(tps["shipments"], 5, handed_out=5)
         consumer.fetched(tps["customs"], 5, handed_out=5)
@@ -260,11 +263,7 @@ def test_topics_answered_by_different_fetch_responses_still_become_idle():
     period) are one round. Without it the topic answered first looked stale at every round and
     the partition never became idle: the last shipments of a replay never became final."""
     async def test():
-        tps = shipment_side(Settings(), 2)
-        consumer = Consumer(tps.values())
-        pipe = pipeline(consumer, idle=2.0)
-        for tp in tps.values():
-            consumer.sought(tp, None)
+        tps, consumer, pipe = fresh_assignment(2, idle=2.0)
         consumer.fetched(tps["shipments"], 5, handed_out=5)
         consumer.fetched(tps["customs"], 5, handed_out=5)
         shipped = process(pipe, tps["shipments"], range(0, 5), T0)
