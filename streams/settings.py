@@ -97,6 +97,9 @@ class Settings:
     #: untested (other versions, changed upstream code, no Cython stream iterator): one warning
     #: instead of a refusal, for trying an upgrade (streams/worker/faust_patches/).
     allow_untested_faust: bool = field(default=False, metadata={"env": "CORRIDOR_ALLOW_UNTESTED_FAUST"})
+    #: Apply each fetched topic partition's records in one call from faust's fetcher (the batch
+    #: path, docs/performance.md) rather than one message at a time through faust's streams.
+    batch_delivery: bool = field(default=True, metadata={"env": "CORRIDOR_BATCH_DELIVERY"})
     # ---- secured clusters (docs/configuration.md) -----------------------------------------
     security_protocol: str = field(default="PLAINTEXT", metadata={"env": "CORRIDOR_SECURITY_PROTOCOL"})
     sasl_mechanism: str = field(default="PLAIN", metadata={"env": "CORRIDOR_SASL_MECHANISM"})

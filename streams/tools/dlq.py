@@ -125,10 +125,11 @@ def target_partition(dead: DeadLetter, partitions: int) -> int:
 
 # ---- the filters ---------------------------------------------------------------------------------
 def known_reasons() -> set[str]:
-    """Every reason a dead letter can carry: the contract's, `expired`, the feed adapters'."""
+    """Every reason a dead letter can carry: the contract's, `expired`, `internal_error`, the feed
+    adapters'."""
     from streams.contract.codec import REASONS as CONTRACT
     from streams.feeds import REASONS as FEEDS
-    return set(CONTRACT) | {"expired"} | set(FEEDS)
+    return set(CONTRACT) | {"expired", "internal_error"} | set(FEEDS)
 
 
 def source_topics(names: Sequence[str] | None, inputs: Iterable[str],

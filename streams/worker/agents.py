@@ -5,6 +5,7 @@ the Pipeline's (streams.worker.pipeline).
 """
 from __future__ import annotations
 
+import logging
 import weakref
 
 from faust.streams import _current_event
@@ -15,6 +16,8 @@ from streams.domain import join, timeline, watermark as wm
 from streams.domain.stages import parse_time
 from streams.worker.pipeline import Pipeline
 from streams.worker.reroute import Rerouter
+
+log = logging.getLogger("corridor")
 
 
 async def read_input(pipe: Pipeline, reroute: Rerouter, kind: str, msg) -> dict | None:
@@ -32,6 +35,21 @@ async def read_input(pipe: Pipeline, reroute: Rerouter, kind: str, msg) -> dict 
         pipe.note_time(msg.topic, msg.partition, msg.offset, None)
         return None
     return ev
+
+
+async def unprocessable(pipe: Pipeline, msg, exc: Exception) -> None:
+    """A record whose handling raised (a defect, not bad input): dead-lettered as
+    `internal_error` with the exception's name and text (a replay after the fix applies it),
+    logged with its traceback, and the worker goes on with the next record; a record of an
+    internal join topic, which has no dead-letter topic, is counted and logged. faust's stream
+    path crashed and restarted the agent, the record acknowledged and lost."""
+    log.error("applying %s[%d]@%d raised", msg.topic, msg.partition, msg.offset, exc_info=exc)
+    pipe.note_time(msg.topic, msg.partition, msg.offset, None)
+    err = Rejected("internal_error", f"{type(exc).__name__}: {exc}"[:300])
+    if pipe.has_dead_letters(msg):
+        await pipe.reject(msg, err)
+    else:
+        pipe.counters.inc(pipe.counters.rejected, msg.topic, err.reason)
 
 
 # ---- the order side: orders and links, keyed by order_id --------------------------------------

@@ -149,28 +149,46 @@ def create_app(settings: Settings, policy: SlaPolicy | None = None) -> faust.App
     reroute = Rerouter(settings, lambda: app.producer, pipe.counters)
     rerouted = settings.rerouted_topics
 
+    async def on_order_side(message) -> None:
+        if gate is not None and not gate.is_set():
+            await gate.wait()      # the RocksDB store: a commit is writing the changelogs
+        try:
+            await agents.order_record(pipe, reroute, message)
+        except Exception as exc:
+            await agents.unprocessable(pipe, message, exc)
+
+    async def on_shipment_side(message) -> None:
+        if gate is not None and not gate.is_set():
+            await gate.wait()
+        try:
+            await agents.timeline_record(pipe, reroute, message)
+        except Exception as exc:
+            await agents.unprocessable(pipe, message, exc)
+
+    order_topics = (settings.topic_orders, settings.topic_order_links, rerouted["orders"])
+    shipment_topics = (settings.topic_shipments, settings.topic_customs, rerouted["shipments"],
+                       rerouted["customs"], settings.topic_shipment_orders)
+
     # Keys stay raw bytes here: the decoder checks them (a key that is not UTF-8 is a
     # key_mismatch); a Faust key codec that raises would crash the agent and lose the message.
-    @app.agent(app.topic(settings.topic_orders, settings.topic_order_links, rerouted["orders"],
-                         key_type=bytes, value_type=bytes, key_serializer="raw",
-                         value_serializer="raw"),
-               name="join_orders")
+    # The agents subscribe the topics (faust assigns, fetches and seeks them); with the batch
+    # path on, the fetcher applies their records itself, a topic partition's fetch in one call
+    # (faust_patches.delivery.deliver_batch), and the agents' streams stay empty.
+    @app.agent(app.topic(*order_topics, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw"), name="join_orders")
     async def join_orders(stream):
         async for event in stream.events():
-            if gate is not None and not gate.is_set():
-                await gate.wait()      # the RocksDB store: a commit is writing the changelogs
-            await agents.order_record(pipe, reroute, event.message)
+            await on_order_side(event.message)
 
-    @app.agent(app.topic(settings.topic_shipments, settings.topic_customs,
-                         rerouted["shipments"], rerouted["customs"],
-                         settings.topic_shipment_orders, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw"),
-               name="timelines")
+    @app.agent(app.topic(*shipment_topics, key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw"), name="timelines")
     async def timelines(stream):
         async for event in stream.events():
-            if gate is not None and not gate.is_set():
-                await gate.wait()
-            await agents.timeline_record(pipe, reroute, event.message)
+            await on_shipment_side(event.message)
+
+    if settings.batch_delivery:
+        app.corridor_batches = {**{t: on_order_side for t in order_topics},
+                                **{t: on_shipment_side for t in shipment_topics}}
 
     if settings.broker_watch_seconds > 0:
         @app.task

@@ -576,6 +576,10 @@ class Pipeline:
         fut.add_done_callback(log_send_error)
 
     # ---- errors -------------------------------------------------------------------------------
+    def has_dead_letters(self, message) -> bool:
+        """Does the record's topic (or, for a rerouted copy, its source topic) have a DLQ?"""
+        return as_produced(message).topic in self.dlq
+
     async def reject(self, message, err: Rejected) -> None:
         self.counters.inc(self.counters.rejected, message.topic, err.reason)
         message = as_produced(message)      # a rerouted copy: the record as its producer wrote it

@@ -154,6 +154,36 @@ async def test_malformed_message_is_dead_lettered_and_processing_goes_on(worker)
         assert w.sample(REJECTED, topic="shipments", reason="not_json") == 1
 
 
+async def test_a_record_whose_handling_raises_is_dead_lettered_and_the_worker_goes_on(
+        worker, monkeypatch):
+    """A defect that raises for one record (here: the join step, for shipment S-BAD) costs that
+    record only: it is dead-lettered as internal_error with the exception named, and the next
+    records are applied as if it had not come."""
+    from streams.domain import join
+    step = join.shipment_step
+
+    def failing(state, source, ev, *args):
+        if ev["shipment_id"] == "S-BAD":
+            raise KeyError("boom")
+        return step(state, source, ev, *args)
+    monkeypatch.setattr(join, "shipment_step", failing)
+    events = journey("S1", "O1", promised_h=200, hold=True)
+    async with worker() as w:
+        [bad] = [ev for kind, ev in journey("S-BAD", "O9", promised_h=200) if kind == "shipments"][:1]
+        await w.feed("shipments", bad)
+        [dead] = w.producer.sent_to("shipments.dlq")
+        assert dead.key == b"S-BAD"
+        assert dead.headers["corridor.reason"] == b"internal_error"
+        assert dead.headers["corridor.detail"] == b"KeyError: 'boom'"
+        assert w.sample(REJECTED, topic="shipments", reason="internal_error") == 1
+        assert w.pipe.timelines.get("S-BAD") is None
+
+        await w.feed_all(events)
+
+        assert_complete_journey(w, "S1")
+        assert len(w.producer.sent_to("shipments.dlq")) == 1
+
+
 async def test_shipment_before_its_order_gives_the_same_totals(worker):
     events = journey("S1", "O1", promised_h=200, hold=True)
     order_first, shipment_first = events, [e for e in events if e[0] != "orders"] + events[:1]

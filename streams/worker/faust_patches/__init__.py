@@ -100,6 +100,17 @@ UPSTREAM: dict[str, tuple[str | None, str]] = {
     #   relied on: the Cython StreamIterator.next, which awaits that `sleep`, drives the stream
     "faust.streams.Stream._c_aiter": ("fa44582a5882e9df", "delivery"),
     "faust.transport.producer.ProducerBuffer.size": ("b543a978fdece62e", "delivery"),
+    #   the batch path (deliver_fetch / deliver_batch) does what these do for the topics it
+    #   applies: getmany's checks (active partitions, flow, generation), the conductor's flow
+    #   control and producer-buffer wait, ack's bookkeeping; it relies on _wait_next_records,
+    #   _to_message, and on wait_empty waiting for `_unacked_messages` (a suspended record)
+    "faust.transport.consumer.Consumer.getmany": ("4b168d84882a70d6", "delivery"),
+    "faust.transport.consumer.Consumer._wait_next_records": ("6218e1969a636b3f", "delivery"),
+    "faust.transport.consumer.Consumer.ack": ("5fcf41cf45153475", "delivery"),
+    "faust.transport.consumer.Consumer.wait_empty": ("e4662fe24f094819", "delivery"),
+    "faust.transport.drivers.aiokafka.Consumer._to_message": ("7c24f6511b2fcef7", "delivery"),
+    "faust.transport.conductor.Conductor._compile_message_handler":
+        ("9fbc0538097aa4ec", "delivery"),
     # stopping: the worker class overrides the SIGTERM handler
     "faust.worker.Worker._on_sigterm": ("ba99cf23ea875c02", "stopping"),
     # recovery: the two it wraps, and the order of `_restart_recovery` it relies on (active

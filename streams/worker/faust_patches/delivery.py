@@ -16,6 +16,10 @@ streams.worker.faust_patches.UPSTREAM (patch module "delivery").
 from __future__ import annotations
 
 import asyncio
+import time
+import weakref
+
+from faust.streams import _current_event
 
 
 async def resume(coro, yielded):
@@ -80,6 +84,11 @@ def _eager_delivery_patch() -> None:
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
+                batches = getattr(self.app, "corridor_batches", None)
+                if batches:
+                    await deliver_fetch(self, batches, callback)
+                    unset_flag(flag_consumer_fetching)
+                    continue
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)
                 if not self.should_stop:
@@ -192,3 +201,171 @@ def _producer_buffer_ebb_patch() -> None:
 
     ProducerBuffer.size = property(_size)
     ProducerBuffer._corridor_ebb_patched = True
+
+
+# ---- the batch path ------------------------------------------------------------------------------
+#: How many records of one batch are applied between two yields to the event loop (as a stream
+#: yields once per STREAM_YIELD_EVERY events): the commit, timers and /metrics still run.
+BATCH_YIELD_EVERY = 64
+
+
+class BatchEvent:
+    """Stands for the event being processed while a batch of one topic partition is applied:
+    Faust's tables take the changelog partition (and the RocksDB store its partition) from the
+    current event's message (faust.streams.current_event)."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, topic: str, partition: int):
+        self.message = _BatchMessage(topic, partition)
+
+
+class _BatchMessage:
+    __slots__ = ("topic", "partition")
+
+    def __init__(self, topic: str, partition: int):
+        self.topic, self.partition = topic, partition
+
+
+async def deliver_fetch(consumer, handlers: dict, callback) -> None:
+    """One fetch of faust's consumer, delivered: the records of a topic that has a handler in
+    `handlers` (topic -> async handler(message)) are applied in one call per topic partition
+    (`deliver_batch`), without faust's per-message path (the conductor's decode and stream queue,
+    an Event, the stream iterator and its ack); the other topics' records (global tables'
+    changelogs) go through `callback` one by one as before. What faust's `Consumer.getmany`
+    checks is checked here too: only active (or buffered) partitions, nothing once the flow has
+    stopped or a new generation began (what is left unacked is fetched again after the seek)."""
+    records, active = await consumer._wait_next_records(1.0)
+    await consumer.sleep(0)
+    if records is None or consumer.should_stop:
+        return
+    if not consumer.flow_active:
+        consumer.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+        try:
+            await consumer.perform_seek()
+        except Exception as ex:
+            consumer.log.warning(f"exception performing seek when flow not active {ex}")
+        return
+    app = consumer.app
+    generation = app.consumer_generation_id
+    buffered = consumer._buffered_partitions
+    track_end = app.monitor.track_tp_end_offset
+    others = {}
+    for tp, batch in records.items():
+        if active is not None and tp not in active and tp not in buffered:
+            continue
+        track_end(tp, consumer.highwater(tp))
+        handler = handlers.get(tp.topic)
+        if handler is None:
+            others[tp] = batch
+        elif not await deliver_batch(consumer, tp, batch, handler, generation):
+            return
+    if others:
+        await _deliver_one_by_one(consumer, others, callback, generation)
+
+
+async def deliver_batch(consumer, tp, records, handler, generation) -> bool:
+    """Apply one topic partition's fetched records in order, each through `handler`, and ack
+    them in bulk (what faust's `Consumer.ack` does per message). A record whose handler suspends
+    (a full producer buffer, the RocksDB commit gate) is tracked as unacked until it is done, so
+    that a rebalance's `wait_empty` waits for it, as for an event in a stream. False when the
+    flow stopped or a rebalance began before the batch was through."""
+    app = consumer.app
+    await app.flow_control.acquire()
+    await app.producer.buffer.wait_until_ebb()
+    to_message = consumer._to_message
+    read_offsets = consumer._read_offset
+    acks = app.topics.acks_enabled_for(tp.topic)
+    done: list[int] = []
+    message = None
+    token = _current_event.set(weakref.ref(standin := BatchEvent(tp.topic, tp.partition)))
+    try:
+        since_yield = 0
+        for record in records:
+            if not consumer.flow_active or app.consumer_generation_id != generation:
+                return False
+            offset = record.offset
+            read = read_offsets[tp]
+            if read is not None and offset < read:
+                continue
+            if read and offset - read > 1 and acks:
+                await consumer._add_gap(tp, read + 1, offset)
+            message = to_message(tp, record)
+            delivery = handler(message)
+            try:
+                yielded = delivery.send(None)
+            except StopIteration:
+                done.append(offset)
+            else:
+                consumer._unacked_messages.add(message)
+                _ack_offsets(consumer, tp, done)
+                done = []
+                try:
+                    await resume(delivery, yielded)
+                finally:
+                    if acks:
+                        consumer.ack(message)
+            read_offsets[tp] = offset
+            since_yield += 1
+            if since_yield >= BATCH_YIELD_EVERY:
+                since_yield = 0
+                if acks:
+                    _ack_offsets(consumer, tp, done)
+                done = []
+                await asyncio.sleep(0)
+        return True
+    finally:
+        if acks:
+            _ack_offsets(consumer, tp, done)
+        if message is not None:
+            consumer._on_message_in(tp, message.offset, message)
+            inbound = app.monitor.stream_inbound_time      # faust's stall check reads it
+            if inbound is not None:
+                inbound[tp] = time.monotonic()
+        _current_event.reset(token)
+        del standin
+
+
+def _ack_offsets(consumer, tp, offsets: list[int]) -> None:
+    """Mark these offsets of `tp` processed, as faust's `Consumer.ack` marks one message's."""
+    if not offsets:
+        return
+    from faust.transport.consumer import ack_lock
+    from mode.utils.futures import notify
+    with ack_lock:
+        committed = consumer._committed_offset[tp]
+        index, acked = consumer._acked_index[tp], consumer._acked[tp]
+        n = 0
+        for offset in offsets:
+            if (committed is None or offset >= committed) and offset not in index:
+                index.add(offset)
+                acked.append(offset)
+                n += 1
+        consumer._n_acked += n
+    notify(consumer._waiting_for_ack)
+
+
+async def _deliver_one_by_one(consumer, records, callback, generation) -> None:
+    """faust's path for the other topics' records (global tables' changelogs): round-robin over
+    the topics (faust's scheduler), each message through the conductor's `callback`."""
+    app = consumer.app
+    to_message = consumer._to_message
+    read_offsets = consumer._read_offset
+    acks_enabled_for = app.topics.acks_enabled_for
+    for tp, record in consumer.scheduler.iterate(records):
+        if not consumer.flow_active or app.consumer_generation_id != generation:
+            return
+        offset = record.offset
+        read = read_offsets[tp]
+        if read is None or offset >= read:
+            gap = offset - (read or 0)
+            if gap > 1 and read and acks_enabled_for(tp.topic):
+                await consumer._add_gap(tp, read + 1, offset)
+            delivery = callback(to_message(tp, record))
+            try:
+                yielded = delivery.send(None)
+            except StopIteration:
+                pass
+            else:
+                await consumer.wait_first(resume(delivery, yielded), consumer.suspend_flow.wait())
+            read_offsets[tp] = offset
