@@ -59,14 +59,14 @@ async def order_record(pipe: Pipeline, reroute: Rerouter, msg) -> None:
         link = read_link(msg.value)
         pipe.note_time(msg.topic, p, msg.offset, link.at)
         pipe.link_read(p, msg.offset)
-        oid, step = link.order_id, join.link_step(pipe.orders.get(link.order_id), link)
+        oid, step = link.order_id, join.link_step(pipe.order_state(link.order_id), link)
     else:
         ev = await read_input(pipe, reroute, "orders", msg)
         if ev is None:
             return
         oid = ev["order_id"]
         pipe.note_time(msg.topic, p, msg.offset, parse_time(ev["occurred_at"]))
-        step = join.order_step(pipe.orders.get(oid), ev)
+        step = join.order_step(pipe.order_state(oid), ev)
         pipe.counters.inc(pipe.counters.duplicate if step.applied.duplicate
                           else pipe.counters.applied, msg.topic)
     write_order(pipe, p, oid, step.applied)
@@ -103,7 +103,7 @@ async def timeline_record(pipe: Pipeline, reroute: Rerouter, msg) -> None:
         source, label = kind, msg.topic
     p = msg.partition
     pipe.reconcile(p)
-    state = pipe.timelines.get(ev["shipment_id"])
+    state = pipe.timeline_state(ev["shipment_id"])
     if state is None and kind != "forwarded" and pipe.too_old(msg.topic, p, ev):
         pipe.note_time(msg.topic, p, msg.offset, None)
         await pipe.reject(msg, Rejected("expired", f"{source} event {ev['event_id']} is older "

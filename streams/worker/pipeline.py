@@ -141,6 +141,8 @@ class Pipeline:
         self.awaiting_index: dict[int, set[str]] = {}
         #: partition -> ended shipments whose figures are not final yet (within the grace).
         self.pending_index: dict[int, set[str]] = {}
+        #: partition -> {shipment: state} written since the indexes were last brought up to date.
+        self._open_written: dict[int, dict[str, dict]] = {}
         #: Observations of settled shipments are numbered per partition (FIN_SOURCE, seq): the
         #: state remembers its last ones, the totals the last number they counted, so that after
         #: a crash that saved the states but not the totals `reconcile` adds what is missing.
@@ -151,6 +153,17 @@ class Pipeline:
         #: The last figures exported while settled, served while rebalancing or recovering.
         self._held: dict = {}
         self._suppressed = 0
+
+    # ---- the agents' reads ----------------------------------------------------------------------
+    def timeline_state(self, sid: str) -> dict | None:
+        """The shipment's state, or None (the first call binds the table's fastest `get`)."""
+        self.timeline_state = _fast_get(self.timelines)
+        return self.timeline_state(sid)
+
+    def order_state(self, oid: str) -> dict | None:
+        """The order's state, or None (as `timeline_state`)."""
+        self.order_state = _fast_get(self.orders)
+        return self.order_state(oid)
 
     # ---- ownership ----------------------------------------------------------------------------
     def owned_partitions(self) -> set[int]:
@@ -169,6 +182,10 @@ class Pipeline:
             yield from self.open_index[p].values()
 
     def _build_open_index(self, owned: set[int]) -> None:
+        """Index the newly owned partitions (one scan of the table), and bring every index up to
+        the states written since the last call (`note_open`). Every reader of the indexes calls
+        this first."""
+        self._index_written()
         todo = owned - set(self.open_index)
         if not todo:
             return
@@ -188,6 +205,7 @@ class Pipeline:
         self.open_index.update(built)
         self.awaiting_index.update(awaiting)
         self.pending_index.update(pending)
+        self._open_written.update({p: {} for p in todo})
 
     def warm_open_index(self) -> None:
         """Build the index of newly assigned partitions off the scrape path (a timer calls this):
@@ -196,26 +214,34 @@ class Pipeline:
             self._build_open_index(self.owned_partitions())
 
     def note_open(self, partition: int, sid: str, state: dict) -> None:
-        idx = self.open_index.get(partition)
-        if idx is None:
-            return
-        entry = timeline.open_entry(state, self.policy)
-        if entry is None:
-            idx.pop(sid, None)
-        else:
-            idx[sid] = entry
-        waiting = self.awaiting_index.get(partition)
-        if waiting is not None:
-            if timeline.awaiting_order(state):
-                waiting.add(sid)
-            else:
-                waiting.discard(sid)
-        pending = self.pending_index.get(partition)
-        if pending is not None:
-            if state["end"] is not None and not timeline.is_final(state):
-                pending.add(sid)
-            else:
-                pending.discard(sid)
+        """The state of `sid` was written: its index entries are brought up to date at the next
+        read of the indexes or tick of the 1 s timer (`_index_written`), once per shipment
+        however often it was written in between (a shipment's events come in bursts)."""
+        written = self._open_written.get(partition)
+        if written is not None:
+            written[sid] = state
+
+    def _index_written(self) -> None:
+        for p, written in self._open_written.items():
+            if not written:
+                continue
+            idx, waiting, pending = self.open_index[p], self.awaiting_index[p], self.pending_index[p]
+            policy = self.policy
+            for sid, state in written.items():
+                entry = timeline.open_entry(state, policy)
+                if entry is None:
+                    idx.pop(sid, None)
+                else:
+                    idx[sid] = entry
+                if timeline.awaiting_order(state):
+                    waiting.add(sid)
+                else:
+                    waiting.discard(sid)
+                if state["end"] is not None and not timeline.is_final(state):
+                    pending.add(sid)
+                else:
+                    pending.discard(sid)
+            written.clear()
 
     def waiting_counts(self) -> dict[str, dict[int, int]]:
         """{"awaiting_order": {partition: n}, "pending_final": {partition: n}} of the partitions
@@ -262,6 +288,7 @@ class Pipeline:
             self.open_index.pop(p, None)
             self.awaiting_index.pop(p, None)
             self.pending_index.pop(p, None)
+            self._open_written.pop(p, None)
         self._topic_clock = {k: v for k, v in self._topic_clock.items() if k[1] not in gone}
         self._side_bound = {k: v for k, v in self._side_bound.items() if k[1] not in gone}
         self._topic_offset = {k: v for k, v in self._topic_offset.items() if k[1] not in gone}
@@ -747,6 +774,11 @@ class Pipeline:
                 self.clock[key] = t
                 wrote = True
         return wrote
+
+
+def _fast_get(table):
+    fast = getattr(table, "fast_get", None)
+    return fast() if fast is not None else table.get
 
 
 def _recent(cache: dict, partition: int, read: Callable[[int], float | None]) -> float | None:

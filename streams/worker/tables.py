@@ -81,6 +81,17 @@ class Utf8KeyTable(faust.Table):
         self._pending_changelog[key] = (self.partition_for_key(key), _DELETED)
         self._sensor_on_del(self, key)
 
+    def fast_get(self):
+        """A `get(key)` for the agents' hot path: with the memory store, that store's dict's own
+        `get`, without faust's `Mapping.get` -> `__getitem__` -> `__contains__` -> `__missing__`
+        chain (four Python calls, and an exception for a new key: ~3 % of a worker's time); with
+        any other store, the table's `get`. Reads see every write at once either way."""
+        from faust.stores.memory import Store as MemoryStore
+        store = self.data
+        if type(store) is MemoryStore and type(store.data) is dict:
+            return store.data.get
+        return self.get
+
     def take_changelog(self) -> list[tuple]:
         """The pending records as (partition, key bytes, value bytes or None for a tombstone),
         serialized now, so that they are the values of this instant; nothing is pending after."""

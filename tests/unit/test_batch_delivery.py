@@ -15,8 +15,11 @@ from streams.worker.faust_patches.delivery import BATCH_YIELD_EVERY, deliver_bat
 
 
 class Record:
+    """An aiokafka ConsumerRecord's fields that the batch path reads."""
+
     def __init__(self, offset: int):
-        self.offset = offset
+        self.offset, self.timestamp, self.headers = offset, 1_700_000_000_123, ((b"h", b"v"),)
+        self.key, self.value = f"S{offset}".encode(), b"{}"
 
 
 class Message(SimpleNamespace):
@@ -97,10 +100,17 @@ def applied_by(seen: list):
 
 
 def test_a_batch_is_applied_in_order_and_every_record_acked_once_under_its_partition():
-    consumer, seen = FakeConsumer(), []
-    ok = run(deliver_batch(consumer, TP0, [Record(o) for o in range(5, 10)], applied_by(seen), 1))
+    consumer, seen, got = FakeConsumer(), [], []
+    handler = applied_by(seen)
+
+    async def reading(message):
+        got.append((message.topic, message.partition, message.offset, message.timestamp,
+                    message.headers, message.key, message.value))
+        await handler(message)
+    ok = run(deliver_batch(consumer, TP0, [Record(o) for o in range(5, 10)], reading, 1))
     assert ok is True
     assert seen == [(o, "shipments", 2) for o in range(5, 10)]
+    assert got[0] == ("shipments", 2, 5, 1_700_000_000.123, ((b"h", b"v"),), b"S5", b"{}")
     assert consumer._acked[TP0] == [5, 6, 7, 8, 9] and consumer._n_acked == 5
     assert consumer._read_offset[TP0] == 9
     assert consumer.messages_in == [(TP0, 9)]

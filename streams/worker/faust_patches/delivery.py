@@ -209,6 +209,23 @@ def _producer_buffer_ebb_patch() -> None:
 BATCH_YIELD_EVERY = 64
 
 
+class BatchMessage:
+    """A fetched record as the handlers read it: what faust's ConsumerMessage carries that they
+    use (topic, partition, offset, timestamp in seconds, headers, key, value), and what faust's
+    `Consumer.ack`, its `wait_empty` and its sensors use of a message (tp, acked, refcount, a
+    weak reference). A quarter of the cost of faust's `_to_message`, which sets 25 attributes."""
+
+    __slots__ = ("topic", "partition", "offset", "timestamp", "headers", "key", "value", "tp",
+                 "acked", "refcount", "__weakref__")
+
+    def __init__(self, tp, record):
+        self.topic, self.partition, self.offset = tp.topic, tp.partition, record.offset
+        stamp = record.timestamp
+        self.timestamp = None if stamp is None else stamp / 1000.0
+        self.headers, self.key, self.value = record.headers, record.key, record.value
+        self.tp, self.acked, self.refcount = tp, False, 1
+
+
 class BatchEvent:
     """Stands for the event being processed while a batch of one topic partition is applied:
     Faust's tables take the changelog partition (and the RocksDB store its partition) from the
@@ -273,7 +290,6 @@ async def deliver_batch(consumer, tp, records, handler, generation) -> bool:
     app = consumer.app
     await app.flow_control.acquire()
     await app.producer.buffer.wait_until_ebb()
-    to_message = consumer._to_message
     read_offsets = consumer._read_offset
     acks = app.topics.acks_enabled_for(tp.topic)
     done: list[int] = []
@@ -290,7 +306,7 @@ async def deliver_batch(consumer, tp, records, handler, generation) -> bool:
                 continue
             if read and offset - read > 1 and acks:
                 await consumer._add_gap(tp, read + 1, offset)
-            message = to_message(tp, record)
+            message = BatchMessage(tp, record)
             delivery = handler(message)
             try:
                 yielded = delivery.send(None)
