@@ -194,8 +194,17 @@ class TotalsExposition:
         self._cache: dict = {}          # (corridor, partition) -> (stamp, {family: sample lines})
         self._headers = _split_families(generate_latest(_Once(totals_families({}))).decode())
 
-    def render(self, totals: dict[tuple[str, str], dict]) -> str:
-        lines = {name: [head] for name, head in self._headers.items()}
+    def families_for(self, names) -> set[str]:
+        """The families any of these sample names belongs to (`name`, `name_total`, `_bucket`,
+        `_sum`, `_count`, `_created`)."""
+        return {fam for fam in self._headers
+                if any(fam + sfx in names for sfx in ("", "_total", "_bucket", "_sum", "_count",
+                                                      "_created"))}
+
+    def render(self, totals: dict[tuple[str, str], dict], families: set[str] | None = None) -> str:
+        """The families' text (every family when `families` is None)."""
+        lines = {name: [head] for name, head in self._headers.items()
+                 if families is None or name in families}
         cache = {}
         for key in sorted(totals):
             tot = totals[key]
@@ -207,7 +216,8 @@ class TotalsExposition:
                                for name, body in _split_families(text).items()})
             cache[key] = hit
             for name, body in hit[1].items():
-                lines[name].append(body)
+                if name in lines:
+                    lines[name].append(body)
         self._cache = cache
         return "".join("".join(parts) for parts in lines.values())
 

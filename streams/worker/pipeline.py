@@ -565,7 +565,7 @@ class Pipeline:
             return by_corridor, aggregate.OpenGauges(), None
         return by_corridor, aggregate.gauges_of(self.open_entries(owned), now), now
 
-    def metrics_text(self) -> bytes:
+    def metrics_text(self, names=None) -> bytes:
         """The /metrics body. Totals carry a `partition` label: a series per partition moves whole
         to the new owner on a rebalance, where a per-worker sum would drop on the old owner (a
         counter reset to rate()) and jump on the new one.
@@ -573,13 +573,22 @@ class Pipeline:
         While the worker rebalances or recovers (every worker of the group does at once, on every
         scale-out, rolling update or restart), each corridor series keeps the value it had: were it
         left out, Prometheus would mark it stale and a firing alert would resolve and page again
-        (docs/semantics.md "Metrics during a rebalance")."""
+        (docs/semantics.md "Metrics during a rebalance").
+
+        `names` (the `name[]` query parameters, as prometheus_client's own handlers take them):
+        only the families those sample names belong to, each whole; the others are not computed,
+        so a frequent scrape of one counter costs little."""
         owned = self.owned_totals()
         if owned is None:
             owned = self._held.get("totals", {})
         else:
             self._held["totals"] = owned
-        return generate_latest(self.registry) + self.totals_text.render(owned).encode()
+        if not names:
+            return generate_latest(self.registry) + self.totals_text.render(owned).encode()
+        names = frozenset(names)
+        families = self.totals_text.families_for(names)
+        return (generate_latest(self.registry.restricted_registry(names))
+                + (self.totals_text.render(owned, families).encode() if families else b""))
 
     def offsets(self):
         """(topic, partition, end offset, committed offset) of the stream partitions owned now."""

@@ -14,7 +14,8 @@ MAX_ID_LENGTH = 200
 def register(app, pipe) -> None:
     @app.page("/metrics")
     async def metrics(web, request):
-        return web.bytes(pipe.metrics_text(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        names = request.query.getall("name[]", [])     # e.g. ?name[]=corridor_events_consumed_total
+        return web.bytes(pipe.metrics_text(names), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     # corridor_worker_ready is what /health answers, computed at scrape time by the same function.
     pipe.registry.register(ReadinessCollector(lambda: readiness(app, pipe)["ready"]))

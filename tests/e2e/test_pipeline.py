@@ -187,6 +187,28 @@ def test_corridors_view_summarises_each_corridor(run):
     assert c["US-MX"]["overdue"] == {"express": 1}
 
 
+def test_metrics_can_be_asked_for_by_name(run):
+    """`/metrics?name[]=...` (prometheus_client's filter): only the families of those sample
+    names, each whole, with the values of the full page; nothing else is computed."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    worker, _, _ = run
+
+    def scrape(query: str) -> dict:
+        with urllib.request.urlopen(worker.base + "/metrics" + query, timeout=5) as resp:
+            text = resp.read().decode()
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+    asked = ("corridor_events_consumed_total", "corridor_shipments_delivered_total")
+    full = scrape("")
+    some = scrape("?" + "&".join(f"name[]={n}" for n in asked))
+    # the worker's own counters by sample name; a table-derived family whole
+    assert {n for n, _ in some} - {"corridor_shipments_delivered_created"} == set(asked)
+    assert some == {k: v for k, v in full.items() if k[0] in {n for n, _ in some}}
+    assert sum(v for (n, _), v in some.items() if n == asked[1]) == 2.0
+    assert sum(v for (n, _), v in some.items() if n == asked[0]) > 0
+
+
 def test_web_port_serves_no_raw_tables(run):
     worker, _, _ = run
     assert worker.get("/table/timelines/")[0] == 404
