@@ -20,6 +20,8 @@ import time
 import weakref
 
 from faust.streams import _current_event
+from faust.transport.consumer import ack_lock
+from mode.utils.futures import notify
 
 
 async def resume(coro, yielded):
@@ -294,7 +296,8 @@ async def deliver_batch(consumer, tp, records, handler, generation) -> bool:
     acks = app.topics.acks_enabled_for(tp.topic)
     done: list[int] = []
     message = None
-    token = _current_event.set(weakref.ref(standin := BatchEvent(tp.topic, tp.partition)))
+    standin = BatchEvent(tp.topic, tp.partition)     # held here: the context keeps a weakref
+    token = _current_event.set(weakref.ref(standin))
     try:
         since_yield = 0
         for record in records:
@@ -339,15 +342,12 @@ async def deliver_batch(consumer, tp, records, handler, generation) -> bool:
             if inbound is not None:
                 inbound[tp] = time.monotonic()
         _current_event.reset(token)
-        del standin
 
 
 def _ack_offsets(consumer, tp, offsets: list[int]) -> None:
     """Mark these offsets of `tp` processed, as faust's `Consumer.ack` marks one message's."""
     if not offsets:
         return
-    from faust.transport.consumer import ack_lock
-    from mode.utils.futures import notify
     with ack_lock:
         committed = consumer._committed_offset[tp]
         index, acked = consumer._acked_index[tp], consumer._acked[tp]
