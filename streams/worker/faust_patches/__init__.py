@@ -41,6 +41,7 @@ import logging
 
 from streams.errors import UnsupportedDependency
 from streams.worker.faust_patches.crash_fixes import (_drain_producer_buffer_patch,
+                                                      _final_commit_patch,
                                                       _seek_with_flow_stopped_patch)
 from streams.worker.faust_patches.delivery import (STREAM_YIELD_EVERY, _eager_delivery_patch,
                                                    _producer_buffer_ebb_patch, _stream_yield_patch,
@@ -86,6 +87,13 @@ UPSTREAM: dict[str, tuple[str | None, str]] = {
         ("775ab0adc4b052ab", "crash_fixes"),
     #   relied on: the stream partitions are resumed, sought, then the flow is resumed
     "faust.tables.recovery.Recovery._resume_streams": ("d986a6710c1aca98", "crash_fixes"),
+    "faust.transport.consumer.Consumer.commit_and_end_transactions":
+        ("892377824b11a2ee", "crash_fixes"),
+    #   relied on: commit() returns without committing while `_commit_fut` (a running commit)
+    #   is set, and maybe_wait_for_commit_to_finish waits for it
+    "faust.transport.consumer.Consumer.commit": ("a354437baaa08bf8", "crash_fixes"),
+    "faust.transport.consumer.Consumer.maybe_wait_for_commit_to_finish":
+        ("d687f63a0b5ef0c5", "crash_fixes"),
     # write_behind
     "faust.transport.drivers.aiokafka.Producer.flush": ("36d0cb3615f65b01", "write_behind"),
     "faust.transport.drivers.aiokafka.Producer.send": ("0b5bd08f52e5e2a9", "write_behind"),
@@ -276,6 +284,7 @@ def apply(embedded: bool, allow_untested: bool = False) -> None:
     _stale_seek_patch()
     _drain_producer_buffer_patch()
     _seek_with_flow_stopped_patch()
+    _final_commit_patch()
     _write_behind_flush_patch()
     _eager_delivery_patch()
     _stream_yield_patch()

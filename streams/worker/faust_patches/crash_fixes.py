@@ -1,7 +1,9 @@
-"""Fixes for faust-streaming bugs that lose messages after a crash (docs/semantics.md "Crashes").
+"""Fixes for faust-streaming bugs that lose messages after a crash, or process them twice after a
+rebalance (docs/semantics.md "Crashes").
 
 Applied in every profile: they are Faust bugs, not broker ones. tests/e2e/test_crash.py and
-test_retention.py fail if they stop working. The upstream functions these replace, wrap or rely on,
+test_retention.py fail if they stop working; tests/unit/test_final_commit.py covers the final
+commit, tests/e2e/test_olist_races.py shows it. The upstream functions these replace, wrap or rely on,
 and their fingerprints, are in streams.worker.faust_patches.UPSTREAM (patch module "crash_fixes").
 """
 from __future__ import annotations
@@ -92,3 +94,34 @@ def _seek_with_flow_stopped_patch() -> None:
     AIOKafkaConsumerThread._corridor_seek_to_committed = _seek_to_committed
     AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
     Consumer._corridor_seek_patched = True
+
+
+def _final_commit_patch() -> None:
+    """The commit that ends a stream's work (partitions revoked, the worker stopping) commits
+    every offset acknowledged until then, even when another commit is running.
+
+    faust-streaming 0.15.3's `Consumer.commit` returns without committing when a commit is
+    already running: it waits for that one, which took its offsets before it sent the tables'
+    changelogs. `wait_empty`, which every rebalance and every stop runs once the streams are
+    still, ends with such a commit (`commit_and_end_transactions`); when the interval's commit
+    was in flight (0.3-0.8 s under load on the embedded broker), the records processed during it
+    stayed uncommitted while their state went to the changelogs. The partition's next owner
+    then read them again over a state that had moved on: shipments forgotten meanwhile (a
+    retention after their end) were started again from their old events, counted a second time
+    or left awaiting an order that was forgotten too (an Olist replay while a second worker
+    joined: 29 deliveries counted twice, 119 shipments awaiting an order). Here that commit
+    waits until no commit is running, then commits. Applies to every profile: it is a Faust
+    bug, not a broker one.
+    """
+    from faust.transport.consumer import Consumer
+    if getattr(Consumer, "_corridor_final_commit_patched", False):
+        return
+
+    async def commit_and_end_transactions(self) -> None:
+        while self._commit_fut is not None:
+            await self.maybe_wait_for_commit_to_finish()
+            await asyncio.sleep(0)       # a cancelled commit clears its future as it unwinds
+        await self.commit(start_new_transaction=False)
+
+    Consumer.commit_and_end_transactions = commit_and_end_transactions
+    Consumer._corridor_final_commit_patched = True
