@@ -104,7 +104,7 @@ async def timeline_record(pipe: Pipeline, reroute: Rerouter, msg) -> None:
     p = msg.partition
     pipe.reconcile(p)
     state = pipe.timeline_state(ev["shipment_id"])
-    if state is None and kind != "forwarded" and pipe.too_old(msg.topic, p, ev):
+    if state is None and kind != "forwarded" and pipe.too_old(msg.topic, p, source, ev):
         pipe.note_time(msg.topic, p, msg.offset, None)
         await pipe.reject(msg, Rejected("expired", f"{source} event {ev['event_id']} is older "
                                         "than the retention and its shipment is gone"))

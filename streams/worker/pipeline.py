@@ -148,6 +148,9 @@ class Pipeline:
         #: a crash that saved the states but not the totals `reconcile` adds what is missing.
         self._seq: dict[int, int] = {}
         self._clock_scanned: set[int] = set()     # partitions whose states were read for the clock
+        #: (source, partition) -> the latest event time of that source in the partition's states
+        #: as recovered at its assignment: what `too_old` measures against before it has read more.
+        self._recovered_latest: dict[tuple[str, int], float] = {}
         self.assigned = False                      # has the group given this worker an assignment
         self._last_reject_log = 0.0
         #: The last figures exported while settled, served while rebalancing or recovering.
@@ -266,23 +269,42 @@ class Pipeline:
                                    self.settings.live_lag_seconds)
 
     def _scan_clock(self, owned: set[int]) -> None:
-        """Once per partition assignment, take the latest event time from the recovered timelines.
-
-        The shared clock is written once a second, so after a restart or a rebalance it may lag;
-        the timelines hold each shipment's latest event time exactly.
-        """
+        """Once per partition assignment, take the latest event times from the recovered timelines
+        (`_scan_states`), unless a rebalance or a recovery is under way."""
         todo = owned - self._clock_scanned
         if not todo or self.app.rebalancing or getattr(self.app, "in_recovery", False):
             return
+        self._scan_states(todo)
+
+    def _scan_states(self, todo: set[int]) -> None:
+        """Take the latest event times from the recovered timelines of these partitions: each
+        partition's (its clock) and each source's on it (`too_old`), once per assignment.
+
+        The shared clock is written once a second, so after a restart or a rebalance it may lag;
+        the timelines hold each shipment's events exactly (`ev`, in time order; the ones a
+        compacted shipment keeps are its milestones and end, enough for the latest of a source).
+        """
+        clock, latest = self._clock, self._recovered_latest
         for state in self.timelines.values():
             p = state.get("p")
-            if p in todo and state["last"] is not None and state["last"] > self._clock.get(p, float("-inf")):
-                self._clock[p] = state["last"]
+            if p not in todo:
+                continue
+            if state["last"] is not None and state["last"] > clock.get(p, float("-inf")):
+                clock[p] = state["last"]
+            found = set()
+            for event in reversed(state.get("ev", ())):
+                source = event[1]
+                if source in found:
+                    continue
+                found.add(source)
+                if event[0] > latest.get((source, p), float("-inf")):
+                    latest[source, p] = event[0]
         self._clock_scanned |= todo
 
     def on_partitions_revoked(self, revoked) -> None:
         gone = {tp.partition for tp in revoked}
         self._clock_scanned -= gone
+        self._recovered_latest = {k: t for k, t in self._recovered_latest.items() if k[1] not in gone}
         for p in gone:
             self._clock.pop(p, None)
             self.open_index.pop(p, None)
@@ -641,11 +663,21 @@ class Pipeline:
         else:
             self._suppressed += 1
 
-    def too_old(self, topic: str, partition: int, event: dict) -> bool:
-        """watermark.too_old against the latest event time of the event's own topic partition."""
-        latest = self._topic_clock.get((topic, partition))
-        if latest is None:      # nothing read yet since a restart or rebalance: the shared value
-            latest = self.clock.get(f"t{partition}|{topic}")
+    def too_old(self, topic: str, partition: int, source: str, event: dict) -> bool:
+        """watermark.too_old against the latest event time the event's own topic partition is
+        known to have carried: read since the assignment, shared by an owner (the clock table,
+        written once a second), or held by the recovered timelines for its source.
+
+        The last two matter after a restart or a rebalance, when the partition is read again from
+        the committed offsets: the state handed over may be ahead of them (a crash between a
+        commit's changelogs and its offsets; faust commits the offsets a commit took before it
+        sent the changelogs), and a shipment forgotten in that stretch must not start again from
+        its own events read a second time (docs/semantics.md "Bounded state")."""
+        if partition not in self._clock_scanned:
+            self._scan_states((self.owned_partitions() | {partition}) - self._clock_scanned)
+        known = (self._topic_clock.get((topic, partition)), self.clock.get(f"t{partition}|{topic}"),
+                 self._recovered_latest.get((source, partition)))
+        latest = max((t for t in known if t is not None), default=None)
         return wm.too_old(parse_time(event["occurred_at"]), latest, self.settings.retention_seconds)
 
     # ---- clock --------------------------------------------------------------------------------

@@ -458,3 +458,42 @@ async def test_the_customs_figures_are_counted_once_when_final_and_exported(work
         assert w.sample("corridor_customs_waiting", **labels, age="0-1d") == 1
         assert w.sample("corridor_import_regime_start_seconds", regime="us-de-minimis-suspended") == \
             1756440000.0           # 2025-08-29T00:00 in New York (EDT, UTC-4)
+
+
+async def test_a_shipment_forgotten_in_the_state_handed_over_is_not_started_again(worker):
+    """After a restart or a rebalance a partition is read again from its committed offsets, and
+    the state handed over may be ahead of them: a shipment forgotten in between (a retention
+    after its end) sees its own events a second time. They are measured against the latest event
+    time the recovered timelines hold for their source, and dead-lettered as `expired`: started
+    again, the shipment would be counted twice, or wait for an order that was forgotten too."""
+    import weakref
+    from faust.streams import _current_event
+    from faust.types import TP
+    from streams.worker.agents import TimerEvent
+    async with worker(retention_seconds=10 * 86400) as w:
+        p = w.partition("S1")
+        later = next(f"S{i}" for i in range(2, 500) if w.partition(f"S{i}") == p)
+        first = journey("S1", "O1")
+        await w.feed_all(first)
+        await w.feed_all(journey(later, "O2", placed=1000, picked=1010, departed=1030,
+                                 arrived=1080, released=1100, delivered=1130))   # 41 days on
+        delivered = lambda: sum(n for record in corridor_totals(w.totals()).values()   # noqa: E731
+                                for n in record["delivered"].values())
+        assert delivered() == 2
+        if "S1" in w.pipe.timelines:                  # forgotten in the state handed over
+            standin = TimerEvent(w.topic_of("shipments"), p)
+            token = _current_event.set(weakref.ref(standin))
+            try:
+                del w.pipe.timelines["S1"]
+            finally:
+                _current_event.reset(token)
+        # a new assignment: nothing read since, the clocks learnt by reading are gone
+        w.pipe.on_partitions_revoked({TP(w.topic_of(k), q) for k in ("shipments", "customs")
+                                      for q in range(w.settings.partitions)})
+        assert w.pipe._topic_clock == {}
+        for kind, event in first[1:]:                 # S1's parcel events, read a second time
+            await w.feed(kind, event)
+        assert "S1" not in w.pipe.timelines
+        assert w.sample(REJECTED, topic="shipments", reason="expired") == 5
+        assert w.sample(REJECTED, topic="customs-events", reason="expired") == 2
+        assert delivered() == 2
