@@ -304,7 +304,8 @@ class Pipeline:
     def on_partitions_revoked(self, revoked) -> None:
         gone = {tp.partition for tp in revoked}
         self._clock_scanned -= gone
-        self._recovered_latest = {k: t for k, t in self._recovered_latest.items() if k[1] not in gone}
+        self._recovered_latest = {k: t for k, t in self._recovered_latest.items()
+                                  if k[1] not in gone}
         for p in gone:
             self._clock.pop(p, None)
             self.open_index.pop(p, None)

@@ -3,8 +3,9 @@ rebalance (docs/semantics.md "Crashes").
 
 Applied in every profile: they are Faust bugs, not broker ones. tests/e2e/test_crash.py and
 test_retention.py fail if they stop working; tests/unit/test_final_commit.py covers the final
-commit, tests/e2e/test_olist_races.py shows it. The upstream functions these replace, wrap or rely on,
-and their fingerprints, are in streams.worker.faust_patches.UPSTREAM (patch module "crash_fixes").
+commit, tests/e2e/test_olist_races.py shows it. The upstream functions these replace, wrap or
+rely on, and their fingerprints, are in streams.worker.faust_patches.UPSTREAM (patch module
+"crash_fixes").
 """
 from __future__ import annotations
 
@@ -108,10 +109,11 @@ def _final_commit_patch() -> None:
     stayed uncommitted while their state went to the changelogs. The partition's next owner
     then read them again over a state that had moved on: shipments forgotten meanwhile (a
     retention after their end) were started again from their old events, counted a second time
-    or left awaiting an order that was forgotten too (an Olist replay while a second worker
-    joined: 29 deliveries counted twice, 119 shipments awaiting an order). Here that commit
-    waits until no commit is running, then commits. Applies to every profile: it is a Faust
-    bug, not a broker one.
+    or left awaiting an order that was forgotten too (the Olist replay while a second worker
+    joins: 29 deliveries counted twice and 119 shipments awaiting an order in one `make test`;
+    in a loop with logs, 32 shipments started again from records a month of event time behind
+    the state). Here that commit waits until no commit is running, then commits. Applies to
+    every profile: it is a Faust bug, not a broker one.
     """
     from faust.transport.consumer import Consumer
     if getattr(Consumer, "_corridor_final_commit_patched", False):
