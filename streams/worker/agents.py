@@ -139,9 +139,11 @@ def write_timeline(pipe: Pipeline, msg, res) -> None:
     state["p"] = p
     pipe.advance_clock(msg.topic, p, msg.offset, res.event_time, state["last"])
     due = timeline.settle_due(state, pipe.settings.grace_seconds)
-    mark = pipe.recent_settle_mark(p) if due is not None and due < pipe.clock_bound(p) else None
-    if due is None or not pipe.settle(p, sid, state, mark):
-        pipe.timelines[sid] = state          # (settle writes it, before the totals, if it counts)
+    if due is None:
+        pipe.timelines[sid] = state
+    else:                                    # settle writes the state, before the totals
+        mark = pipe.recent_settle_mark(p) if due < pipe.clock_bound(p) else None
+        pipe.settle(p, sid, state, mark)
     pipe.note_open(p, sid, state)
     pipe.timeline_expiry.note(p, sid, state)
     pipe.maybe_settle(p)

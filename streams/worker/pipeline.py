@@ -447,23 +447,23 @@ class Pipeline:
         bound = self._side_bound.get(("shipments", partition))
         return time.time() if bound is None else bound
 
-    def settle(self, partition: int, sid: str, state: dict, mark: float | None) -> bool:
-        """Settle one shipment (timeline.settle), count what it observed, note when it is next due.
-        True if it wrote the state; otherwise the caller writes it.
+    def settle(self, partition: int, sid: str, state: dict, mark: float | None) -> None:
+        """Settle one shipment (timeline.settle), write its state, count what it observed, note
+        when it is next due.
 
-        When it observed something, the state (remembering the observations and their number) is
-        written before the totals that count them: the RocksDB store keeps each write at once, and
-        a SIGKILL between the two writes must leave the state ahead of the totals, which
-        `reconcile` repairs, never the totals ahead of the state, which the successor would settle
-        and count a second time (docs/semantics.md "Crashes")."""
+        The state (remembering the observations and their number) is written before the totals
+        that count them: the RocksDB store keeps each write at once, and a SIGKILL between the two
+        writes must leave the state ahead of the totals, which `reconcile` repairs, never the
+        totals ahead of the state, which the successor would settle and count a second time
+        (docs/semantics.md "Crashes")."""
         obs = timeline.settle(state, self.policy, mark, self.settings.grace_seconds)
         if obs:
             seq = self._seq[partition] = self._seq.get(partition, 0) + 1
             timeline.remember(state, FIN_SOURCE, seq, obs)
-            self.timelines[sid] = state
+        self.timelines[sid] = state
+        if obs:
             self.count(partition, seq, obs)
         self.settle_index.note(partition, sid, state)
-        return bool(obs)
 
     def count(self, partition: int, seq: int, observations: list[tuple]) -> None:
         """Add the observations numbered `seq` on `partition` to the totals, each corridor's record
@@ -481,8 +481,7 @@ class Pipeline:
         if mark is None:
             return
         for sid, state in self.settle_index.pop_due(partition, mark):
-            if not self.settle(partition, sid, state, mark):
-                self.timelines[sid] = state
+            self.settle(partition, sid, state, mark)
             self.note_open(partition, sid, state)
             self.timeline_expiry.note(partition, sid, state)
 
